@@ -1,0 +1,43 @@
+# Everything runs from .venv, built from uv.lock. Only python3 and make are needed beforehand:
+# uv itself is bootstrapped into .uv/ with the interpreter's own venv + pip.
+PYTHON ?= python3
+UV_VERSION := 0.13.9
+UV := .uv/bin/uv
+VENV := .venv
+export UV_PROJECT_ENVIRONMENT := $(VENV)
+export UV_PYTHON_DOWNLOADS := never
+# Compile bytecode at install time: imports of torch/lightning then take seconds, not tens of seconds,
+# also where PYTHONDONTWRITEBYTECODE is set.
+export UV_COMPILE_BYTECODE := 1
+
+.PHONY: install demo test test-all bench lint clean
+
+$(UV):
+	$(PYTHON) -m venv .uv
+	.uv/bin/python -m pip install --quiet --disable-pip-version-check uv==$(UV_VERSION)
+
+$(VENV)/.installed: pyproject.toml uv.lock | $(UV)
+	$(UV) sync --locked --python $(PYTHON)
+	touch $@
+
+install: $(VENV)/.installed
+
+demo: install
+	$(VENV)/bin/roar experiment=digits
+
+test: install
+	$(VENV)/bin/ruff check roar tests benchmarks
+	$(VENV)/bin/pytest -m "not slow"
+
+test-all: install
+	$(VENV)/bin/pytest
+
+bench: install
+	$(VENV)/bin/python -m benchmarks
+
+lint: install
+	$(VENV)/bin/ruff check roar tests benchmarks
+	$(VENV)/bin/ruff format --check roar tests benchmarks
+
+clean:
+	rm -rf $(VENV) .uv outputs multirun cache wandb

@@ -1,0 +1,1 @@
+"""`make bench`: speed and memory checks, run as `python -m benchmarks [name ...]`."""

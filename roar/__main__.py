@@ -1,0 +1,3 @@
+from roar.app import main
+
+main()

@@ -1,0 +1,79 @@
+"""Checks on a composed configuration, run before any compute: one clear line per mistake."""
+
+from __future__ import annotations
+
+from numbers import Integral, Real
+from pathlib import Path
+
+from hydra.core.override_parser.overrides_parser import OverridesParser
+from omegaconf import DictConfig, ListConfig
+
+from roar import saliency
+
+
+class ConfigError(ValueError):
+    """A configuration value that cannot work; its message is one line naming the key."""
+
+
+def method_names(cfg: DictConfig) -> list[str]:
+    """The saliency methods selected with `method=...` (each method's config sits under its own name)."""
+    return list(cfg.method.keys()) if cfg.get("method") else []
+
+
+def _check(condition: bool, message: str) -> None:
+    if not condition:
+        raise ConfigError(message)
+
+
+def validate(cfg: DictConfig) -> None:
+    methods = method_names(cfg)
+    _check(bool(methods), "method: select at least one saliency method, e.g. method=[fullgrad,random]")
+    for name in methods:
+        _check(
+            name in saliency.METHODS,
+            f"method: unknown saliency method {name!r}; available: {', '.join(sorted(saliency.METHODS))}",
+        )
+
+    fractions = cfg.roar.fractions
+    _check(isinstance(fractions, ListConfig) and len(fractions) > 0, "roar.fractions: give a non-empty list")
+    for fraction in fractions:
+        _check(
+            isinstance(fraction, Real) and not isinstance(fraction, bool) and 0 <= fraction < 1,
+            f"roar.fractions: {fraction!r} is outside [0, 1)",
+        )
+
+    seeds = [cfg.seed, *cfg.seeds]
+    for seed in seeds:
+        _check(isinstance(seed, Integral) and seed >= 0, f"seed: {seed!r} is not a non-negative integer")
+
+    epochs = cfg.trainer.get("max_epochs")
+    _check(
+        isinstance(epochs, Integral) and epochs >= 1,
+        f"trainer.max_epochs: {epochs!r} must be a positive integer",
+    )
+
+
+def check_group_choices(overrides: list[str], config_dir: Path) -> None:
+    """Reject `group=option` overrides naming an option that has no file under `config_dir/group/`.
+
+    Hydra would reject them too, but with a page of text; this says it in one line, before anything runs.
+    """
+    parsed = OverridesParser.create().parse_overrides([o for o in overrides if not o.startswith("-")])
+    parsed = [o for o in parsed if not o.is_delete()]
+    for override in parsed:
+        group = override.key_or_group
+        # hydra/... groups also live in Hydra's and its plugins' packages; Hydra checks those itself.
+        if override.package or group.startswith("hydra") or not (config_dir / group).is_dir():
+            continue
+        available = sorted(p.stem for p in (config_dir / group).glob("*.yaml"))
+        for choice in _choices(override.value()):
+            if choice is not None and str(choice) not in available:
+                raise ConfigError(f"{group}: no option {choice!r}; available: {', '.join(available)}")
+
+
+def _choices(value) -> list:
+    if isinstance(value, (list, ListConfig)):
+        return [c for v in value for c in _choices(v)]
+    if hasattr(value, "list"):  # a sweep such as method=fullgrad,random
+        return [c for v in value.list for c in _choices(v)]
+    return [value]

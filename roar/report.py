@@ -1,0 +1,104 @@
+"""Results of a run: the CSV, the degradation curve, the summary table, and the experiment logger."""
+
+from __future__ import annotations
+
+import csv
+from collections import defaultdict
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import torch  # noqa: E402
+
+COLUMNS = ("method", "fraction", "seed", "test_acc", "val_acc")
+
+
+def write_csv(rows: list[dict], path: Path) -> None:
+    with open(path, "w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=COLUMNS, extrasaction="ignore")
+        writer.writeheader()
+        writer.writerows(sorted(rows, key=lambda r: (r["method"], r["fraction"], r["seed"])))
+
+
+def read_csv(path: Path) -> list[dict]:
+    with open(path, newline="") as f:
+        return [
+            {**row, "fraction": float(row["fraction"]), "seed": int(row["seed"]),
+             "test_acc": float(row["test_acc"]), "val_acc": float(row["val_acc"])}
+            for row in csv.DictReader(f)
+        ]  # fmt: skip
+
+
+def curves(rows: list[dict]) -> dict[str, dict[float, tuple[float, float, int]]]:
+    """method -> fraction -> (mean, std, number of seeds) of the test accuracy."""
+    grouped: dict[str, dict[float, list[float]]] = defaultdict(lambda: defaultdict(list))
+    for row in rows:
+        grouped[row["method"]][row["fraction"]].append(row["test_acc"])
+    out = {}
+    for method, by_fraction in grouped.items():
+        out[method] = {}
+        for fraction, accs in sorted(by_fraction.items()):
+            values = torch.tensor(accs, dtype=torch.float64)
+            std = values.std().item() if len(accs) > 1 else 0.0
+            out[method][fraction] = (values.mean().item(), std, len(accs))
+    return out
+
+
+def plot_curve(rows: list[dict], path: Path, title: str = "ROAR: remove and retrain") -> None:
+    fig, ax = plt.subplots(figsize=(6, 4.2), dpi=120)
+    for method, points in sorted(curves(rows).items()):
+        fractions = [100 * f for f in points]
+        means = [m for m, _, _ in points.values()]
+        (line,) = ax.plot(fractions, means, marker="o", label=method)
+        if any(n > 1 for _, _, n in points.values()):
+            low = [m - s for m, s, _ in points.values()]
+            high = [m + s for m, s, _ in points.values()]
+            ax.fill_between(fractions, low, high, color=line.get_color(), alpha=0.2)
+    ax.set_xlabel("pixels removed (% of each image, most salient first)")
+    ax.set_ylabel("test accuracy after retraining")
+    ax.set_title(title)
+    ax.set_ylim(0, 1.02)
+    ax.grid(alpha=0.3)
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+
+
+def summary_table(rows: list[dict]) -> str:
+    """Mean test accuracy (± std over seeds), one row per method, one column per fraction."""
+    table = curves(rows)
+    fractions = sorted({f for points in table.values() for f in points})
+    width = max(len("method"), *(len(m) for m in table))
+    header = f"{'method':<{width}} | " + " | ".join(f"{100 * f:>11.0f}%" for f in fractions)
+    lines = [header, "-" * len(header)]
+    for method, points in sorted(table.items()):
+        cells = []
+        for f in fractions:
+            if f not in points:
+                cells.append(f"{'':>12}")
+                continue
+            mean, std, n = points[f]
+            cells.append(f"{mean:>6.3f}±{std:.3f}" if n > 1 else f"{mean:>12.3f}")
+        lines.append(f"{method:<{width}} | " + " | ".join(cells))
+    return "\n".join(lines)
+
+
+def log_results(logger, rows: list[dict], curve_png: Path) -> None:
+    """Send the results to a Lightning logger: per-fraction accuracies (step = % removed), the table and
+    the curve where the logger takes them (W&B)."""
+    for fraction in sorted({row["fraction"] for row in rows}):
+        metrics = {
+            f"test_acc/{method}": points[fraction][0]
+            for method, points in curves(rows).items()
+            if fraction in points
+        }
+        logger.log_metrics(metrics, step=round(100 * fraction))
+    if hasattr(logger, "log_table"):
+        ordered = sorted(rows, key=lambda r: (r["method"], r["fraction"], r["seed"]))
+        logger.log_table("results", columns=list(COLUMNS), data=[[r[c] for c in COLUMNS] for r in ordered])
+    if hasattr(logger, "log_image"):
+        logger.log_image("roar_curve", [str(curve_png)])
+    logger.save()

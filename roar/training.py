@@ -1,0 +1,91 @@
+"""Train one classifier from scratch: the base model and every ROAR cell go through here."""
+
+from __future__ import annotations
+
+import logging
+import warnings
+from pathlib import Path
+
+import pytorch_lightning as pl
+import torch
+from hydra.utils import instantiate
+from omegaconf import DictConfig
+from pytorch_lightning.callbacks import ModelCheckpoint, TQDMProgressBar
+from pytorch_lightning.callbacks.progress.tqdm_progress import Tqdm
+from pytorch_lightning.loggers import CSVLogger
+
+from roar.data import TensorDataModule
+from roar.models import ImageClassifier
+
+log = logging.getLogger(__name__)
+# Lightning's INFO lines (accelerator summary, checkpoint restores) repeat for every one of the many fits.
+logging.getLogger("pytorch_lightning").setLevel(logging.WARNING)
+
+
+class StageProgressBar(TQDMProgressBar):
+    """One training bar per fit, labelled with what is being trained; no validation or test bars."""
+
+    def __init__(self, label: str):
+        super().__init__(leave=True)
+        self.label = label
+
+    def on_train_epoch_start(self, trainer, *args):
+        super().on_train_epoch_start(trainer, *args)
+        self.train_progress_bar.set_description(f"{self.label} | epoch {trainer.current_epoch}")
+
+    def init_validation_tqdm(self):
+        return Tqdm(disable=True)
+
+    def init_test_tqdm(self):
+        return Tqdm(disable=True)
+
+
+def build_classifier(model_cfg: DictConfig) -> ImageClassifier:
+    return instantiate(model_cfg)
+
+
+def device_of(trainer_cfg: DictConfig) -> torch.device:
+    """The device the trainer's accelerator trains on, for the stages that run outside a Trainer."""
+    wants_gpu = trainer_cfg.get("accelerator", "cpu") in ("gpu", "cuda", "auto")
+    return torch.device("cuda" if wants_gpu and torch.cuda.is_available() else "cpu")
+
+
+def train_classifier(
+    model_cfg: DictConfig,
+    trainer_cfg: DictConfig,
+    datamodule: TensorDataModule,
+    seed: int,
+    workdir: Path,
+    label: str = "training",
+) -> dict:
+    """Fit a fresh model, keep the checkpoint with the best validation accuracy, then evaluate it on the
+    test split.
+
+    Returns an artifact: the kept weights (`state_dict`) and their `val_acc` and `test_acc`. The test split
+    is evaluated once, after selection; it never influences which checkpoint is kept.
+    """
+    pl.seed_everything(seed, workers=True, verbose=False)
+    classifier = build_classifier(model_cfg)
+    best = ModelCheckpoint(dirpath=workdir / "checkpoints", monitor="val/acc", mode="max", save_top_k=1)
+    trainer: pl.Trainer = instantiate(
+        trainer_cfg,
+        callbacks=[best, StageProgressBar(label)],
+        logger=CSVLogger(workdir, name="", version=""),
+        default_root_dir=workdir,
+        enable_model_summary=False,
+    )
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", ".*does not have many workers.*")
+        trainer.fit(classifier, datamodule=datamodule)
+        (tested,) = trainer.test(classifier, datamodule=datamodule, ckpt_path="best", verbose=False)
+    return {
+        "state_dict": {k: v.cpu() for k, v in classifier.state_dict().items()},
+        "val_acc": float(best.best_model_score),
+        "test_acc": float(tested["test/acc"]),
+    }
+
+
+def load_classifier(model_cfg: DictConfig, artifact: dict) -> ImageClassifier:
+    classifier = build_classifier(model_cfg)
+    classifier.load_state_dict(artifact["state_dict"])
+    return classifier.eval()

@@ -1,0 +1,47 @@
+"""Shared helpers: compose the real configuration in-process, and run the real `roar` command."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from hydra import compose, initialize_config_dir
+from hydra.core.hydra_config import HydraConfig
+from omegaconf import DictConfig, open_dict
+
+from roar.app import CONFIG_DIR
+
+REPO = Path(__file__).resolve().parent.parent
+# A small, fast grid used by the end-to-end tests.
+TINY = ["roar.fractions=[0.3,0.6]", "trainer.max_epochs=4", "method=[fullgrad,random]"]
+
+
+def compose_config(tmp_path: Path, *overrides: str) -> DictConfig:
+    """The configuration `roar` would run with, its outputs and cache under tmp_path."""
+    with initialize_config_dir(str(CONFIG_DIR), version_base="1.3"):
+        cfg = compose(
+            "config",
+            overrides=[f"paths.root_dir={tmp_path}", f"paths.output_dir={tmp_path}/run", *overrides],
+            return_hydra_config=True,
+        )
+    HydraConfig.instance().set_config(cfg)
+    with open_dict(cfg):
+        del cfg.hydra
+    return cfg
+
+
+@pytest.fixture
+def run_roar(tmp_path):
+    """Run the installed `roar` command; returns the CompletedProcess."""
+
+    def run(*overrides: str, cwd: Path = tmp_path) -> subprocess.CompletedProcess:
+        env = {**os.environ, "WANDB_MODE": "offline", "WANDB_SILENT": "true"}
+        roar = Path(sys.executable).parent / "roar"
+        return subprocess.run(
+            [str(roar), *overrides], cwd=cwd, env=env, capture_output=True, text=True, timeout=900
+        )
+
+    return run

@@ -1,0 +1,70 @@
+"""End to end: the real Hydra app, Lightning training, saliency, removal, retraining and reports."""
+
+import csv
+import json
+from pathlib import Path
+
+from roar.app import experiment
+from roar.data.datamodule import SPLITS
+from tests.conftest import TINY, compose_config
+
+
+def _rows(run_dir: Path) -> list[dict]:
+    with open(run_dir / "results.csv") as f:
+        return list(csv.DictReader(f))
+
+
+def _stages(run_dir: Path) -> list[dict]:
+    with open(run_dir / "stages.csv") as f:
+        return list(csv.DictReader(f))
+
+
+def test_cli_runs_the_whole_grid_and_writes_every_cell(run_roar, tmp_path):
+    done = run_roar(*TINY, "hydra.run.dir=run", "logger=wandb")
+    assert done.returncode == 0, done.stderr[-3000:]
+    run_dir = tmp_path / "run"
+    assert f"run directory: {run_dir}" in done.stdout
+    rows = _rows(run_dir)
+    cells = {(r["method"], float(r["fraction"]), int(r["seed"])) for r in rows}
+    assert cells == {(m, f, 0) for m in ("fullgrad", "random") for f in (0.0, 0.3, 0.6)}
+    assert len(rows) == len(cells)
+    assert all(0 <= float(r["test_acc"]) <= 1 for r in rows)
+    unmodified = [float(r["test_acc"]) for r in rows if float(r["fraction"]) == 0]
+    assert min(unmodified) > 0.5  # chance is 0.1
+    assert (run_dir / "roar_curve.png").stat().st_size > 10_000
+    # The offline W&B run holds the per-cell table and the curve.
+    (wandb_run,) = (run_dir / "wandb").glob("offline-run-*")
+    (table,) = (wandb_run / "files" / "media" / "table").glob("results_*.table.json")
+    logged = json.loads(table.read_text())
+    assert logged["columns"][:4] == ["method", "fraction", "seed", "test_acc"]
+    assert sorted((r[0], r[1]) for r in logged["data"]) == sorted((m, f) for m, f, _ in cells)
+    assert list((wandb_run / "files" / "media" / "images").glob("roar_curve_*.png"))
+
+
+def test_second_run_reuses_the_base_model_and_maps_and_a_changed_value_recomputes(tmp_path):
+    overrides = (*TINY, "logger=none", "roar.fractions=[0.5]")
+    first = experiment(compose_config(tmp_path, *overrides, "paths.output_dir=" + str(tmp_path / "a")))
+    assert {s["status"] for s in _stages(first)} == {"computed"}
+
+    second = experiment(compose_config(tmp_path, *overrides, "paths.output_dir=" + str(tmp_path / "b")))
+    assert {s["status"] for s in _stages(second)} == {"reused"}
+    assert _rows(first) == _rows(second)
+
+    changed = experiment(
+        compose_config(
+            tmp_path, *overrides, "trainer.max_epochs=3", "paths.output_dir=" + str(tmp_path / "c")
+        )
+    )
+    assert {s["status"] for s in _stages(changed)} == {"computed"}
+
+
+def test_saliency_maps_cover_every_image_of_every_split(tmp_path):
+    from roar.cache import StageCache, spec_key
+    from roar.pipeline import saliency_spec
+
+    cfg = compose_config(tmp_path, *TINY, "logger=none", "roar.fractions=[0.5]", "method=fullgrad")
+    experiment(cfg)
+    maps = StageCache(cfg.paths.cache_dir).load("saliency", spec_key(saliency_spec(cfg, "fullgrad")))
+    assert set(maps) == set(SPLITS)
+    assert sum(len(m) for m in maps.values()) == 1797
+    assert all(m.shape[1:] == (8, 8) and (m >= 0).all() for m in maps.values())
