@@ -1,4 +1,4 @@
-"""The ROAR experiment as stages over the cache: base model -> saliency maps -> one retraining per cell.
+"""The stages every task is built from: base model -> saliency maps -> retrained models on modified data.
 
 Each stage is a function of (config, upstream artifacts) returning an artifact, keyed in the cache by the
 configuration values that determine it.
@@ -10,13 +10,11 @@ import logging
 from pathlib import Path
 
 import torch
-from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 from tqdm.auto import tqdm
 
 from roar import saliency
 from roar.cache import StageCache, spec_key
-from roar.config import method_names
 from roar.data import TensorDataModule
 from roar.data.datamodule import SPLITS
 from roar.removal import removal_mask, replace_pixels
@@ -101,28 +99,7 @@ def removed_datamodule(
     return datamodule.with_images(images)
 
 
-def run(cfg: DictConfig, cache: StageCache) -> list[dict]:
-    """Every (method, fraction, seed) cell of the ROAR grid, fraction 0 being the unmodified data."""
-    datamodule: TensorDataModule = instantiate(cfg.dataset.datamodule)
-    base = train_stage(cfg, cache, datamodule, cfg.seed)
-    log.info("base model: val acc %.3f, test acc %.3f", base["val_acc"], base["test_acc"])
-    methods = method_names(cfg)
-    fractions = sorted({float(f) for f in cfg.roar.fractions} - {0.0})
-    rows = []
-    for seed in cfg.seeds:
-        unmodified = base if seed == cfg.seed else train_stage(cfg, cache, datamodule, seed)
-        rows += [_row(m, 0.0, seed, unmodified) for m in methods]
-    for method in methods:
-        maps = saliency_stage(cfg, cache, method, base, datamodule)
-        for fraction in fractions:
-            for seed in cfg.seeds:
-                data = {"method": method, "saliency": spec_key(saliency_spec(cfg, method)),
-                        "fraction": fraction, "fill": cfg.roar.fill}  # fmt: skip
-                modified = removed_datamodule(datamodule, maps, fraction, seed)
-                rows.append(_row(method, fraction, seed, train_stage(cfg, cache, modified, seed, data)))
-    return rows
-
-
-def _row(method: str, fraction: float, seed: int, trained: dict) -> dict:
-    return {"method": method, "fraction": fraction, "seed": seed,
-            "test_acc": trained["test_acc"], "val_acc": trained["val_acc"]}  # fmt: skip
+def removal_spec(cfg: DictConfig, method: str, fraction: float) -> dict:
+    """What determines a modified dataset: the saliency maps, the fraction, and how pixels are removed."""
+    return {"method": method, "saliency": spec_key(saliency_spec(cfg, method)),
+            "fraction": fraction, "fill": cfg.roar.fill}  # fmt: skip

@@ -102,3 +102,9 @@ def log_results(logger, rows: list[dict], curve_png: Path) -> None:
     if hasattr(logger, "log_image"):
         logger.log_image("roar_curve", [str(curve_png)])
     logger.save()
+
+
+def close_logger(logger) -> None:
+    logger.finalize("success")
+    if hasattr(logger, "experiment") and hasattr(logger.experiment, "finish"):  # W&B: close the run
+        logger.experiment.finish()
