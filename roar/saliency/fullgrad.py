@@ -58,16 +58,13 @@ class CompletenessError(ValueError):
     biases."""
 
 
-@dataclass(frozen=True, eq=False)
+@dataclass(frozen=True)
 class LayerCall:
-    """One call of a biased module during a forward pass (the `index`-th call of `module`)."""
+    """One call of a biased module during a forward pass (the `index`-th call of `module`); hashable, by
+    module identity and index."""
 
     module: nn.Module
     index: int
-
-    @property
-    def key(self) -> tuple[int, int]:
-        return id(self.module), self.index
 
     @property
     def bias_dim(self) -> int:
@@ -109,7 +106,7 @@ def resolve_target(target, logits: torch.Tensor) -> torch.Tensor:
     return target
 
 
-def _named_leaves(model: nn.Module, predicate) -> list[str]:
+def _named(model: nn.Module, predicate) -> list[str]:
     return [f"{type(m).__name__} ({name or 'model'})" for name, m in model.named_modules() if predicate(m)]
 
 
@@ -124,7 +121,7 @@ def breaks_completeness(module: nn.Module) -> bool:
 def check_eval_mode(model: nn.Module) -> None:
     """A batch-norm in train mode normalises with batch statistics (no per-sample bias exists) and would
     overwrite its running statistics: refuse before running anything."""
-    training = _named_leaves(model, lambda m: isinstance(m, _BatchNorm) and m.training)
+    training = _named(model, lambda m: isinstance(m, _BatchNorm) and m.training)
     if training:
         raise ValueError(f"FullGrad needs batch-norm in eval mode (call model.eval()); in train mode: "
                          f"{', '.join(training)}")  # fmt: skip
@@ -158,7 +155,7 @@ def _term_hooks(model: nn.Module, on_term: TermHandler) -> Iterator[None]:
 def full_gradients(model: nn.Module, inputs: torch.Tensor, target, on_term: TermHandler):
     """One forward and one backward pass of the target logits; every bias term goes to `on_term`.
 
-    Returns (gradient of f with respect to the inputs, f per sample, the targets). Parameters' `.grad` and
+    Returns (gradient of f with respect to the inputs, f per sample). Parameters' `.grad` and
     `requires_grad` are untouched: the backward asks for the input gradient only.
     """
     check_eval_mode(model)
@@ -168,7 +165,7 @@ def full_gradients(model: nn.Module, inputs: torch.Tensor, target, on_term: Term
         target = resolve_target(target, logits)
         selected = logits.gather(1, target.view(-1, 1)).squeeze(1)
         (input_grad,) = torch.autograd.grad(selected.sum(), inputs)
-    return input_grad, selected.detach(), target
+    return input_grad, selected.detach()
 
 
 def bias_total(grad: torch.Tensor, bias: torch.Tensor, bias_dim: int) -> torch.Tensor:
@@ -274,7 +271,7 @@ class FullGrad(GradientAttribution):
             if return_convergence_delta:
                 totals.add_(bias_total(grad, bias, call.bias_dim))
 
-        input_grad, selected, _ = full_gradients(self.model, inputs, target, on_term)
+        input_grad, selected = full_gradients(self.model, inputs, target, on_term)
         input_term = input_grad * inputs
         maps = layer_maps.upsampled(rescaled_channel_sum(input_term.abs(), self.rescale))
         if not return_convergence_delta:
@@ -288,7 +285,7 @@ class FullGrad(GradientAttribution):
         def on_term(call: LayerCall, grad: torch.Tensor, bias: torch.Tensor) -> None:
             totals.add_(bias_total(grad, bias, call.bias_dim))
 
-        input_grad, selected, _ = full_gradients(self.model, inputs, target, on_term)
+        input_grad, selected = full_gradients(self.model, inputs, target, on_term)
         return selected, totals + (input_grad * inputs).flatten(1).sum(1)
 
     def compute_convergence_delta(self, attributions: torch.Tensor, inputs: torch.Tensor, target=None):
@@ -337,7 +334,7 @@ class FullGrad(GradientAttribution):
         finally:
             for handle in handles:
                 handle.remove()
-        return _named_leaves(self.model, lambda m: m in ran)
+        return _named(self.model, lambda m: m in ran)
 
 
 class SimpleFullGrad(FullGrad):
@@ -384,21 +381,21 @@ class SmoothFullGrad(FullGrad):
                 target = self.model(inputs).argmax(dim=1)
         spread = inputs.flatten(1).amax(1) - inputs.flatten(1).amin(1)
         noise_std = (self.std_spread * spread).view(-1, *[1] * (inputs.ndim - 1))
-        layer_terms: dict[tuple[int, int], torch.Tensor] = {}
+        layer_terms: dict[LayerCall, torch.Tensor] = {}
         input_term = torch.zeros(len(inputs), 1, *inputs.shape[2:], dtype=inputs.dtype, device=inputs.device)
         delta = torch.zeros(len(inputs), dtype=inputs.dtype, device=inputs.device)
 
         def on_term(call: LayerCall, grad: torch.Tensor, bias: torch.Tensor) -> None:
             if call.is_spatial(grad, inputs):
                 term = grad * bias.view(-1, *[1] * (grad.ndim - 2))
-                layer_terms[call.key] = layer_terms[call.key].add_(term) if call.key in layer_terms else term
+                layer_terms[call] = layer_terms[call].add_(term) if call in layer_terms else term
             if return_convergence_delta:
                 delta.sub_(bias_total(grad, bias, call.bias_dim))
 
         for _ in range(self.num_samples):
             noise = torch.randn(inputs.shape, generator=self.generator, dtype=inputs.dtype)
             noisy = inputs + noise.to(inputs.device) * noise_std
-            input_grad, selected, _ = full_gradients(self.model, noisy, target, on_term)
+            input_grad, selected = full_gradients(self.model, noisy, target, on_term)
             noisy_term = input_grad * noisy
             input_term.add_(noisy_term.sum(1, keepdim=True))
             delta.add_(selected - noisy_term.flatten(1).sum(1))
