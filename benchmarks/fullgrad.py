@@ -7,10 +7,12 @@ the floor's.
 Time: the methods run interleaved (floor, FullGrad, floor, FullGrad, ...) after warm-up; the ratio is of
 the medians of wall time. On a shared machine other processes inflate every wall time, and a method with
 more parallel regions more (each waits for both threads to be scheduled), so the bench also reports the
-ratio of CPU time with one thread: the work done, which other processes barely change. Memory: every measurement runs in a fresh process (`python -m benchmarks.fullgrad MODEL
-METHOD`) that builds the model and batch, runs the method once to warm up, records its resident set,
-resets the kernel's peak-RSS counter (/proc/self/clear_refs), runs the method again and reports peak RSS
-minus that baseline. glibc's mmap threshold is pinned (MALLOC_MMAP_THRESHOLD_) so that freed tensors go
+ratio of CPU time with one thread: the work done, which other processes barely change.
+
+Memory: every measurement runs in a fresh process (`python -m benchmarks.fullgrad MODEL METHOD`) that
+builds the model and batch, runs the method once to warm up, records its resident set, resets the
+kernel's peak-RSS counter (/proc/self/clear_refs), runs the method again and reports peak RSS minus that
+baseline. glibc's mmap threshold is pinned (MALLOC_MMAP_THRESHOLD_) so that freed tensors go
 back to the kernel and the warm-up cannot pre-pay the measured run's memory.
 
 The authors' algorithm is re-implemented (not copied) for reference: module backward hooks paired with
