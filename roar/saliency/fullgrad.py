@@ -44,10 +44,11 @@ PIECEWISE_LINEAR_MODULES = (
     nn.Dropout, nn.Dropout1d, nn.Dropout2d, nn.Dropout3d,
     nn.ZeroPad1d, nn.ZeroPad2d, nn.ZeroPad3d, nn.ReflectionPad1d, nn.ReflectionPad2d, nn.ReflectionPad3d,
     nn.ReplicationPad1d, nn.ReplicationPad2d, nn.ReplicationPad3d, nn.PixelShuffle, nn.PixelUnshuffle,
+    nn.Upsample, nn.ChannelShuffle,
 )  # fmt: skip
 SUPPORTED = (
     "Conv1d/2d/3d, Linear and eval-mode BatchNorm1d/2d/3d layers joined by ReLU, LeakyReLU, pooling, "
-    "flatten, dropout, padding and residual additions"
+    "flatten, dropout, padding, upsampling and residual additions"
 )
 EPS = 1e-6  # psi's denominator guard, as in the authors' code
 RESCALES = ("layer", "channel")
