@@ -10,7 +10,7 @@ export UV_PYTHON_DOWNLOADS := never
 # also where PYTHONDONTWRITEBYTECODE is set.
 export UV_COMPILE_BYTECODE := 1
 
-.PHONY: install demo test test-all bench lint clean
+.PHONY: install demo test test-all test-slurm slurm-up slurm-down bench lint clean
 
 $(UV):
 	$(PYTHON) -m venv .uv
@@ -31,6 +31,16 @@ test: install
 
 test-all: install
 	$(VENV)/bin/pytest
+
+# The SLURM tests alone, against the cluster slurm-up brings up on this machine (root, Debian/Ubuntu).
+test-slurm: install
+	$(VENV)/bin/pytest -m slurm -rs
+
+slurm-up:
+	slurm/cluster-up.sh
+
+slurm-down:
+	slurm/cluster-down.sh
 
 bench: install
 	$(VENV)/bin/python -m benchmarks

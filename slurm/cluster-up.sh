@@ -49,6 +49,9 @@ ClusterName=roar-local
 SlurmctldHost=${node}(127.0.0.1)
 SlurmUser=root
 AuthType=auth/munge
+# A requeued job (preempted, or near its time limit: submitit requeues it) waits cred_expire seconds before
+# it may start again; 120 by default.
+AuthInfo=cred_expire=20
 StateSaveLocation=/var/spool/slurmctld
 SlurmdSpoolDir=/var/spool/slurmd
 SlurmctldPidFile=/run/slurmctld.pid
