@@ -5,12 +5,15 @@ from __future__ import annotations
 import csv
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
 import time
 from pathlib import Path
 
+import matplotlib.pyplot as plt
+import numpy as np
 import pytest
 
 from tests import wandb_records
@@ -140,3 +143,44 @@ def test_a_sweep_killed_mid_way_and_rerun_finishes_only_the_missing_cells_with_t
     assert {s["status"] for s in stages if s["key"] in finished} == {"reused"}  # nothing done twice
     _ok(run_command("roar-report", "killed", cwd=tmp_path))
     assert (tmp_path / "killed" / "results.csv").read_text() == (sweep / "results.csv").read_text()
+
+
+def test_roar_report_refuses_jobs_of_different_configurations_in_one_line(sweep, tmp_path):
+    shutil.copytree(sweep / "0", tmp_path / "other" / "0")
+    config = tmp_path / "other" / "0" / ".hydra" / "config.yaml"
+    config.write_text(config.read_text().replace("max_epochs: 3", "max_epochs: 5"))
+    done = run_command("roar-report", str(sweep), str(tmp_path / "other"), "--out", "report", cwd=tmp_path)
+    assert done.returncode == 2
+    (line,) = done.stderr.strip().splitlines()
+    assert line.startswith("roar-report: error: ") and "differ in trainer.max_epochs (3 vs 5)" in line
+    assert not (tmp_path / "report").exists()
+
+
+def test_roar_report_logs_the_saliency_galleries_it_finds(sweep, tmp_path):
+    for job in sweep.glob("[0-9]*"):  # the jobs, without the report made over them
+        shutil.copytree(job, tmp_path / "sweep" / job.name, ignore=shutil.ignore_patterns("wandb"))
+    figure, axes = plt.subplots(1, 2, figsize=(3, 2))  # stands for task=explain's gallery of maps
+    for ax, image in zip(axes, (np.eye(8), np.tri(8))):
+        ax.imshow(image)
+    figure.savefig(tmp_path / "sweep" / "3" / "gallery.png")
+    _ok(run_command("roar-report", "sweep", cwd=tmp_path))
+    media = wandb_records.run_file(tmp_path / "sweep").parent / "files" / "media" / "images"
+    (logged,) = media.glob("saliency_gallery_*.png")
+    assert logged.read_bytes() == (tmp_path / "sweep" / "3" / "gallery.png").read_bytes()
+    assert (tmp_path / "sweep" / "results.csv").read_text() == (sweep / "results.csv").read_text()
+
+
+def test_a_slurm_time_limit_that_cannot_outlast_the_requeue_signal_is_refused_before_submitting(tmp_path):
+    done = run_command(
+        "roar",
+        "-m",
+        "hydra/launcher=slurm",
+        "hydra.launcher.timeout_min=2",
+        "hydra.launcher.signal_delay_s=120",
+        "method=random,fullgrad",
+        cwd=tmp_path,
+    )
+    assert done.returncode == 2
+    (line,) = done.stderr.strip().splitlines()
+    assert line.startswith("roar: error: hydra.launcher.timeout_min: 2 min does not outlast")
+    assert not (tmp_path / "cache").exists() and not list(tmp_path.glob("multirun/*/.submitit"))
