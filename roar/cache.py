@@ -99,8 +99,14 @@ class StageCache:
             with self._lock(stage, key):
                 artifact = self.load(stage, key)  # another job may have finished it while we waited
                 if artifact is None:
+                    workdir = directory / WORKDIR
+                    resumed = workdir.is_dir() and any(workdir.iterdir())
+                    if resumed:
+                        log.info("cache: %s/%s resumes from the work a stopped job left", stage, key)
                     artifact = self._compute(stage, spec, directory, compute)
-                    self.events.append({"stage": stage, "key": key, "status": "computed"})
+                    self.events.append(
+                        {"stage": stage, "key": key, "status": "resumed" if resumed else "computed"}
+                    )
                     return artifact
         log.info("cache: reusing %s/%s", stage, key)
         self.events.append({"stage": stage, "key": key, "status": "reused"})
@@ -135,8 +141,6 @@ class StageCache:
         for stale in directory.glob(".*.tmp"):
             stale.unlink()
         workdir = directory / WORKDIR
-        if workdir.is_dir() and any(workdir.iterdir()):
-            log.info("cache: %s/%s resumes from the work a stopped job left", stage, directory.name)
         workdir.mkdir(exist_ok=True)
         artifact = compute(workdir)
         _write_atomically(directory / ARTIFACT, lambda tmp: torch.save(artifact, tmp))

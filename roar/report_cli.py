@@ -18,9 +18,10 @@ from omegaconf import DictConfig, OmegaConf
 from roar import report
 from roar.config import ConfigError
 
-# The axes a report spreads over (results.csv's method, fraction and seed columns): jobs may differ in
-# these; any other difference means they ran different experiments, which one report cannot hold.
-GRID_KEYS = ("method", "roar.fractions", "seed", "seeds")
+# Jobs of one report may differ in the grid's axes (results.csv's method, fraction and seed columns) and in
+# where and how they log; any other difference means they ran different experiments, which one report
+# cannot hold.
+FREE_KEYS = ("method", "roar.fractions", "seed", "seeds", "logger", "paths")
 
 
 def run_dirs(roots: list[Path]) -> list[Path]:
@@ -37,9 +38,10 @@ def job_config(run_dir: Path) -> DictConfig:
     return OmegaConf.load(run_dir / ".hydra" / "config.yaml")
 
 
-def _without_grid(cfg: DictConfig) -> dict:
+def _experiment(cfg: DictConfig) -> dict:
+    """The configuration values that decide the results, but for the grid's axes."""
     cfg = cfg.copy()
-    for key in GRID_KEYS:
+    for key in FREE_KEYS:
         parent, _, leaf = key.rpartition(".")
         node = OmegaConf.select(cfg, parent) if parent else cfg
         if node is not None and leaf in node:
@@ -57,13 +59,14 @@ def _first_difference(a, b, prefix: str = "") -> str:
 
 def merged_rows(dirs: list[Path]) -> list[dict]:
     """The union of the jobs' rows; a cell several jobs hold (fraction 0, shared by every job of a method and
-    seed) must agree, and the jobs must share every configuration value but the grid's."""
+    seed) must agree, and the jobs must share every configuration value that decides results but the
+    grid's."""
     reference, reference_dir = None, None
     cells: dict[tuple, tuple[dict, Path]] = {}
     for run_dir in dirs:
         if not (run_dir / "results.csv").exists():
             continue
-        setting = _without_grid(job_config(run_dir))
+        setting = _experiment(job_config(run_dir))
         if reference is None:
             reference, reference_dir = setting, run_dir
         elif setting != reference:

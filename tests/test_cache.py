@@ -142,10 +142,12 @@ StageCache(Path({str(tmp_path)!r})).get_or_compute("s", {{"k": 0}}, compute)
 
     seen = []
     started = time.time()
-    artifact = StageCache(tmp_path).get_or_compute(
+    cache = StageCache(tmp_path)
+    artifact = cache.get_or_compute(
         "s", {"k": 0}, lambda w: seen.append(sorted(p.name for p in w.iterdir())) or {"x": torch.ones(1)}
     )
     assert time.time() - started < 10  # the dead job's lock did not hold us up
     assert seen == [["epoch-1.ckpt"]]  # the work it left was handed to the new computation
+    assert cache.events[-1]["status"] == "resumed"
     assert torch.equal(artifact["x"], torch.ones(1))
     assert not stale_tmp.exists() and not workdir.exists()

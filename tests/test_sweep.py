@@ -141,6 +141,8 @@ def test_a_sweep_killed_mid_way_and_rerun_finishes_only_the_missing_cells_with_t
     assert "resuming from" in rerun.stdout + rerun.stderr
     stages = [s for job_dir in (tmp_path / "killed").glob("[0-9]*") for s in _rows(job_dir / "stages.csv")]
     assert {s["status"] for s in stages if s["key"] in finished} == {"reused"}  # nothing done twice
+    resumed = [s["status"] for s in stages if s["key"] == interrupted]  # by its job, reused by later ones
+    assert resumed.count("resumed") == 1 and set(resumed) <= {"resumed", "reused"}
     _ok(run_command("roar-report", "killed", cwd=tmp_path))
     assert (tmp_path / "killed" / "results.csv").read_text() == (sweep / "results.csv").read_text()
 
