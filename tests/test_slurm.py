@@ -34,7 +34,8 @@ def _no_cluster() -> str | None:
     return None
 
 
-pytestmark = [pytest.mark.slurm, pytest.mark.skipif(_no_cluster() is not None, reason=str(_no_cluster()))]
+NO_CLUSTER = _no_cluster()
+pytestmark = [pytest.mark.slurm, pytest.mark.skipif(NO_CLUSTER is not None, reason=str(NO_CLUSTER))]
 
 # Small jobs for a test cluster (the defaults in conf/hydra/launcher/slurm.yaml are for real clusters).
 SLURM = ["hydra/launcher=slurm", "hydra.launcher.cpus_per_task=1", "hydra.launcher.mem_gb=1",
