@@ -46,6 +46,11 @@ def run_command(command: str, *args: str, cwd: Path) -> subprocess.CompletedProc
     )
 
 
+def succeeded(done: subprocess.CompletedProcess) -> subprocess.CompletedProcess:
+    assert done.returncode == 0, done.stderr[-3000:]
+    return done
+
+
 @pytest.fixture
 def run_roar(tmp_path):
     """Run the installed `roar` command; returns the CompletedProcess."""

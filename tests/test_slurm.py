@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from tests import wandb_records
-from tests.conftest import run_command
+from tests.conftest import run_command, succeeded
 
 
 def _no_cluster() -> str | None:
@@ -42,17 +42,12 @@ SLURM = ["hydra/launcher=slurm", "hydra.launcher.cpus_per_task=1", "hydra.launch
          "hydra.launcher.timeout_min=10"]  # fmt: skip
 
 
-def _ok(done: subprocess.CompletedProcess) -> subprocess.CompletedProcess:
-    assert done.returncode == 0, done.stderr[-3000:]
-    return done
-
-
 def _final_states(array: str) -> dict[str, str]:
     """Job id -> state once every job has ended, as submitit sees them (through sacct, or its stand-in on a
     cluster without accounting). A job writes its result before it exits, so it may still be running."""
     deadline = time.time() + 120
     while True:
-        out = _ok(subprocess.run(["sacct", "-o", "JobID,State", "--parsable2", "-j", array],
+        out = succeeded(subprocess.run(["sacct", "-o", "JobID,State", "--parsable2", "-j", array],
                                  capture_output=True, text=True, timeout=30)).stdout  # fmt: skip
         states = {line.split("|")[0]: line.split("|")[1] for line in out.splitlines()[1:] if "." not in line}
         if not {"RUNNING", "COMPLETING"} & set(states.values()) or time.time() > deadline:
@@ -62,7 +57,7 @@ def _final_states(array: str) -> dict[str, str]:
 
 def test_a_sweep_on_slurm_completes_and_its_report_is_made(tmp_path):
     methods = ("fullgrad", "random", "simple_fullgrad")
-    _ok(run_command("roar", "-m", *SLURM, f"method={','.join(methods)}", "roar.fractions=[0.5]",
+    succeeded(run_command("roar", "-m", *SLURM, f"method={','.join(methods)}", "roar.fractions=[0.5]",
                     "trainer.max_epochs=2", "hydra.sweep.dir=sweep", cwd=tmp_path))  # fmt: skip
     sweep = tmp_path / "sweep"
     # Three SLURM jobs (one array), each done, each with its own run directory.
@@ -74,7 +69,7 @@ def test_a_sweep_on_slurm_completes_and_its_report_is_made(tmp_path):
             assert {r["method"] for r in csv.DictReader(f)} == {method}
         assert "Job completed successfully" in (sweep / str(i) / "app.log").read_text()
 
-    _ok(run_command("roar-report", "sweep", cwd=tmp_path))
+    succeeded(run_command("roar-report", "sweep", cwd=tmp_path))
     with open(sweep / "results.csv") as f:
         cells = {(r["method"], float(r["fraction"])) for r in csv.DictReader(f)}
     assert cells == {(m, f) for m in methods for f in (0.0, 0.5)}
@@ -96,11 +91,13 @@ def test_a_job_told_to_requeue_resumes_from_its_last_checkpoint_to_the_same_resu
         time.sleep(0.05)
     (job,) = [p.name for p in (tmp_path / "sweep" / ".submitit").iterdir() if p.name.isdigit()]
     # What SLURM sends ahead of a time limit (--signal) or what a preemption looks like to submitit.
-    _ok(subprocess.run(["scancel", "--signal=USR2", job], capture_output=True, text=True, timeout=30))
+    succeeded(subprocess.run(["scancel", "--signal=USR2", job], capture_output=True, text=True, timeout=30))
     assert sweep.wait(timeout=600) == 0, sweep.stderr.read()[-3000:]
 
     log = (tmp_path / "sweep" / "0" / "app.log").read_text()
     assert "Requeued job" in log and "resuming from" in log
-    _ok(run_command("roar", *cell, "hydra.run.dir=uninterrupted", "paths.cache_dir=fresh", cwd=tmp_path))
+    succeeded(
+        run_command("roar", *cell, "hydra.run.dir=uninterrupted", "paths.cache_dir=fresh", cwd=tmp_path)
+    )
     resumed = (tmp_path / "sweep" / "0" / "results.csv").read_text()
     assert resumed == (tmp_path / "uninterrupted" / "results.csv").read_text()

@@ -17,7 +17,7 @@ import numpy as np
 import pytest
 
 from tests import wandb_records
-from tests.conftest import run_command
+from tests.conftest import run_command, succeeded
 
 # 2 methods x 2 fractions x 2 retraining seeds: 8 jobs, over one base model.
 GRID = ["method=fullgrad,random", "roar.fractions=[0.3],[0.6]", "seeds=[0],[1]"]
@@ -25,11 +25,6 @@ GRID = ["method=fullgrad,random", "roar.fractions=[0.3],[0.6]", "seeds=[0],[1]"]
 SINGLE = ["method=[fullgrad,random]", "roar.fractions=[0.3,0.6]", "seeds=[0,1]"]
 # Three epochs: a fit killed after its first still has two to resume.
 COMMON = ["trainer.max_epochs=3"]
-
-
-def _ok(done: subprocess.CompletedProcess) -> subprocess.CompletedProcess:
-    assert done.returncode == 0, done.stderr[-3000:]
-    return done
 
 
 def _rows(path: Path) -> list[dict]:
@@ -41,8 +36,8 @@ def _rows(path: Path) -> list[dict]:
 def sweep(tmp_path_factory) -> Path:
     """The grid as a multirun, logged to W&B, then `roar-report` over its directory."""
     root = tmp_path_factory.mktemp("sweep")
-    _ok(run_command("roar", "-m", *GRID, *COMMON, "hydra.sweep.dir=sweep", cwd=root))
-    _ok(run_command("roar-report", "sweep", cwd=root))
+    succeeded(run_command("roar", "-m", *GRID, *COMMON, "hydra.sweep.dir=sweep", cwd=root))
+    succeeded(run_command("roar-report", "sweep", cwd=root))
     return root / "sweep"
 
 
@@ -67,7 +62,7 @@ def test_every_job_gets_its_own_run_dir_over_one_shared_cache(sweep):
 
 def test_roar_report_over_a_multirun_equals_a_single_run_of_the_same_grid(sweep, tmp_path):
     # The single run computes everything afresh in its own cache: equal rows mean equal computations.
-    _ok(run_command("roar", *SINGLE, *COMMON, "logger=none", "hydra.run.dir=single", cwd=tmp_path))
+    succeeded(run_command("roar", *SINGLE, *COMMON, "logger=none", "hydra.run.dir=single", cwd=tmp_path))
     single = tmp_path / "single"
     assert (sweep / "results.csv").read_text() == (single / "results.csv").read_text()
     assert len(_rows(sweep / "results.csv")) == 12
@@ -137,13 +132,15 @@ def test_a_sweep_killed_mid_way_and_rerun_finishes_only_the_missing_cells_with_t
     (interrupted,) = {p.parents[2].name for p in cache.glob("train/*/work/checkpoints/last.ckpt")}
     assert interrupted not in finished
 
-    rerun = _ok(subprocess.run(command, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=900))
+    rerun = succeeded(
+        subprocess.run(command, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=900)
+    )
     assert "resuming from" in rerun.stdout + rerun.stderr
     stages = [s for job_dir in (tmp_path / "killed").glob("[0-9]*") for s in _rows(job_dir / "stages.csv")]
     assert {s["status"] for s in stages if s["key"] in finished} == {"reused"}  # nothing done twice
     resumed = [s["status"] for s in stages if s["key"] == interrupted]  # by its job, reused by later ones
     assert resumed.count("resumed") == 1 and set(resumed) <= {"resumed", "reused"}
-    _ok(run_command("roar-report", "killed", cwd=tmp_path))
+    succeeded(run_command("roar-report", "killed", cwd=tmp_path))
     assert (tmp_path / "killed" / "results.csv").read_text() == (sweep / "results.csv").read_text()
 
 
@@ -165,7 +162,7 @@ def test_roar_report_logs_the_saliency_galleries_it_finds(sweep, tmp_path):
     for ax, image in zip(axes, (np.eye(8), np.tri(8))):
         ax.imshow(image)
     figure.savefig(tmp_path / "sweep" / "3" / "gallery.png")
-    _ok(run_command("roar-report", "sweep", cwd=tmp_path))
+    succeeded(run_command("roar-report", "sweep", cwd=tmp_path))
     media = wandb_records.run_file(tmp_path / "sweep").parent / "files" / "media" / "images"
     (logged,) = media.glob("saliency_gallery_*.png")
     assert logged.read_bytes() == (tmp_path / "sweep" / "3" / "gallery.png").read_bytes()
