@@ -11,7 +11,6 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import torch  # noqa: E402
-import wandb  # noqa: E402
 from pytorch_lightning.loggers import WandbLogger  # noqa: E402
 
 COLUMNS = ("method", "fraction", "seed", "test_acc", "val_acc")
@@ -107,6 +106,8 @@ def log_results(logger, rows: list[dict], curve_png: Path, galleries: list[Path]
             data=[[m, f, *point] for m, points in sorted(table.items()) for f, point in points.items()],
         )
     if isinstance(logger, WandbLogger):
+        import wandb  # already loaded by the logger; runs without W&B need not pay for it
+
         methods = sorted(table)
         logger.experiment.log(
             {
