@@ -15,10 +15,11 @@ from roar.config import ConfigError
 from roar.pipeline import training_spec
 from roar.tasks.explain import CELL_INCHES, DPI, GALLERY, explain_images
 from roar.training import load_classifier
+from tests import wandb_records
 from tests.conftest import compose_config
 
 ALL_METHODS = f"method=[{','.join(saliency.METHODS)}]"
-FAST = ["task=explain", "trainer.max_epochs=2", "logger=none"]
+FAST = ["task=explain", "trainer.max_epochs=2"]
 
 
 @pytest.fixture(scope="module")
@@ -35,7 +36,7 @@ def test_gallery_shows_every_registered_method_and_reuses_the_base_model(tmp_pat
         "method.smooth_fullgrad.num_samples=3",
         "explain.num_images=3",
     )
-    run_dir = experiment(compose_config(tmp_path, *overrides))
+    run_dir = experiment(compose_config(tmp_path, *overrides, "logger=none"))
     png = matplotlib.image.imread(run_dir / GALLERY)
     columns = 1 + len(saliency.METHODS)  # the image, then one column per method
     assert png.shape[:2] == (round(3 * CELL_INCHES * DPI), round(columns * CELL_INCHES * DPI))
@@ -44,16 +45,27 @@ def test_gallery_shows_every_registered_method_and_reuses_the_base_model(tmp_pat
     columns_drawn = [last_row[:, j * cell : (j + 1) * cell, :3] for j in range(columns)]
     assert all(c.std() > 0.05 for c in columns_drawn)  # every cell holds a picture, not blank paper
 
-    with caplog.at_level(logging.INFO, logger="roar.cache"):
-        experiment(compose_config(tmp_path, *overrides, f"paths.output_dir={tmp_path}/again"))
+    with caplog.at_level(logging.INFO, logger="roar.cache"):  # again, logged to an offline W&B run
+        again = experiment(
+            compose_config(tmp_path, *overrides, "logger=wandb", f"paths.output_dir={tmp_path}/b")
+        )
     cfg = compose_config(tmp_path, *overrides)
     assert f"cache: reusing train/{spec_key(training_spec(cfg, cfg.seed, None))}" in caplog.text
+    media = wandb_records.run_file(again).parent / "files" / "media" / "images"
+    (logged,) = media.glob("saliency_gallery_*.png")
+    assert logged.read_bytes() == (again / GALLERY).read_bytes()
+    assert wandb_records.config(wandb_records.run_file(again))["explain.num_images"] == 3
 
 
 def test_gallery_maps_are_the_pipeline_maps_of_the_first_test_images(tmp_path, shared_cache):
-    cfg = compose_config(
-        tmp_path, *FAST, shared_cache, "method=[fullgrad,simple_fullgrad]", "explain.num_images=5"
+    overrides = (
+        *FAST,
+        shared_cache,
+        "logger=none",
+        "method=[fullgrad,simple_fullgrad]",
+        "explain.num_images=5",
     )
+    cfg = compose_config(tmp_path, *overrides)
     experiment(cfg)
     datamodule = instantiate(cfg.dataset.datamodule)
     base = StageCache(cfg.paths.cache_dir).load("train", spec_key(training_spec(cfg, cfg.seed, None)))

@@ -22,6 +22,7 @@ from roar.cache import StageCache  # noqa: E402
 from roar.config import ConfigError, method_names  # noqa: E402
 from roar.data import TensorDataModule  # noqa: E402
 from roar.pipeline import train_stage  # noqa: E402
+from roar.sweep import flat_config  # noqa: E402
 from roar.training import device_of, load_classifier  # noqa: E402
 
 log = logging.getLogger(__name__)
@@ -108,8 +109,9 @@ def run(cfg: DictConfig) -> Path:
     plot_gallery(images, labels, predicted, maps, path)
     if cfg.get("logger"):
         logger = instantiate(cfg.logger)
-        if hasattr(logger, "log_image"):  # W&B
-            logger.log_image("gallery", [str(path)])
+        logger.log_hyperparams(flat_config(cfg))
+        if hasattr(logger, "log_image"):  # W&B: the key roar-report logs galleries under
+            logger.log_image("saliency_gallery", [str(path)])
         report.close_logger(logger)
     print(f"\ngallery: {path}")
     return run_dir
