@@ -1,6 +1,5 @@
 """task=explain: the gallery PNG of test images x every selected method, from the cached base model."""
 
-import logging
 import re
 
 import matplotlib.image
@@ -16,7 +15,7 @@ from roar.pipeline import training_spec
 from roar.tasks.explain import CELL_INCHES, DPI, GALLERY, explain_images
 from roar.training import load_classifier
 from tests import wandb_records
-from tests.conftest import compose_config
+from tests.conftest import compose_config, succeeded
 
 ALL_METHODS = f"method=[{','.join(saliency.METHODS)}]"
 FAST = ["task=explain", "trainer.max_epochs=2"]
@@ -28,7 +27,7 @@ def shared_cache(tmp_path_factory):
     return f"paths.cache_dir={tmp_path_factory.mktemp('cache')}"
 
 
-def test_gallery_shows_every_registered_method_and_reuses_the_base_model(tmp_path, shared_cache, caplog):
+def test_gallery_shows_every_registered_method_and_reuses_the_base_model(tmp_path, shared_cache, run_roar):
     overrides = (
         *FAST,
         shared_cache,
@@ -45,12 +44,12 @@ def test_gallery_shows_every_registered_method_and_reuses_the_base_model(tmp_pat
     columns_drawn = [last_row[:, j * cell : (j + 1) * cell, :3] for j in range(columns)]
     assert all(c.std() > 0.05 for c in columns_drawn)  # every cell holds a picture, not blank paper
 
-    with caplog.at_level(logging.INFO, logger="roar.cache"):  # again, logged to an offline W&B run
-        again = experiment(
-            compose_config(tmp_path, *overrides, "logger=wandb", f"paths.output_dir={tmp_path}/b")
-        )
+    # Again from the command line, logged to an offline W&B run (in a process of its own: W&B's service
+    # would otherwise outlive the test in this one).
+    done = succeeded(run_roar(*overrides, "logger=wandb", "hydra.run.dir=again"))
     cfg = compose_config(tmp_path, *overrides)
-    assert f"cache: reusing train/{spec_key(training_spec(cfg, cfg.seed, None))}" in caplog.text
+    assert f"cache: reusing train/{spec_key(training_spec(cfg, cfg.seed, None))}" in done.stdout + done.stderr
+    again = tmp_path / "again"
     media = wandb_records.run_file(again).parent / "files" / "media" / "images"
     (logged,) = media.glob("saliency_gallery_*.png")
     assert logged.read_bytes() == (again / GALLERY).read_bytes()
