@@ -6,12 +6,13 @@ import torch
 from torch import nn
 
 from roar.saliency.base import REDUCTIONS, PixelSaliency
-from roar.saliency.fullgrad import FullGrad, SimpleFullGrad
+from roar.saliency.fullgrad import FullGrad, SimpleFullGrad, SmoothFullGrad
 from roar.saliency.random import RandomSaliency
 
 METHODS = {
     "fullgrad": FullGrad,
     "simple_fullgrad": SimpleFullGrad,
+    "smooth_fullgrad": SmoothFullGrad,
     "random": RandomSaliency,
 }
 
@@ -24,4 +25,13 @@ def create(name: str, model: nn.Module, reduce: str = "abs_sum", **params) -> Pi
     return PixelSaliency(METHODS[name](model, **params), device=device, reduce=reduce)
 
 
-__all__ = ["METHODS", "REDUCTIONS", "FullGrad", "PixelSaliency", "RandomSaliency", "SimpleFullGrad", "create"]
+__all__ = [
+    "METHODS",
+    "REDUCTIONS",
+    "FullGrad",
+    "PixelSaliency",
+    "RandomSaliency",
+    "SimpleFullGrad",
+    "SmoothFullGrad",
+    "create",
+]

@@ -1,0 +1,117 @@
+"""A gallery of saliency maps (`task=explain`): N test images x the selected methods, maps overlaid on the
+images, drawn with Captum's visualisation. The base model comes from (or goes into) the stage cache, so
+a gallery after a ROAR run reuses its model."""
+
+from __future__ import annotations
+
+import logging
+from numbers import Integral
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import torch  # noqa: E402
+from captum.attr import visualization  # noqa: E402
+from hydra.utils import instantiate  # noqa: E402
+from omegaconf import DictConfig  # noqa: E402
+
+from roar import report, saliency  # noqa: E402
+from roar.cache import StageCache  # noqa: E402
+from roar.config import ConfigError, method_names  # noqa: E402
+from roar.data import TensorDataModule  # noqa: E402
+from roar.pipeline import train_stage  # noqa: E402
+from roar.sweep import flat_config  # noqa: E402
+from roar.training import device_of, load_classifier  # noqa: E402
+
+log = logging.getLogger(__name__)
+
+TARGETS = ("label", "predicted")
+CELL_INCHES, DPI = 1.6, 100
+GALLERY = "gallery.png"
+
+
+def check_options(options: DictConfig, test_images: int) -> None:
+    n = options.num_images
+    if not isinstance(n, Integral) or isinstance(n, bool) or n < 1:
+        raise ConfigError(f"explain.num_images: {n!r} must be a positive integer")
+    if n > test_images:
+        raise ConfigError(f"explain.num_images: {n} exceeds the {test_images} test images")
+    if options.target not in TARGETS:
+        raise ConfigError(f"explain.target: {options.target!r} is not one of {', '.join(TARGETS)}")
+
+
+def explain_images(
+    cfg: DictConfig, net: torch.nn.Module, datamodule: TensorDataModule, device: torch.device
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, dict[str, torch.Tensor]]:
+    """(raw images, labels, predicted classes, method -> per-pixel maps (N, H, W)) for the first
+    `explain.num_images` test images, every selected method explaining the same target classes."""
+    test = datamodule.splits["test"]
+    images, labels = test.images[: cfg.explain.num_images], test.labels[: cfg.explain.num_images]
+    inputs = datamodule.normalize(images.to(device))
+    with torch.no_grad():
+        predicted = net(inputs).argmax(1).cpu()
+    targets = labels if cfg.explain.target == "label" else predicted
+    maps = {
+        name: saliency.create(name, net, **cfg.method[name]).pixel_maps(inputs, targets).cpu()
+        for name in method_names(cfg)
+    }
+    return images, labels, predicted, maps
+
+
+def plot_gallery(
+    images: torch.Tensor,
+    labels: torch.Tensor,
+    predicted: torch.Tensor,
+    maps: dict[str, torch.Tensor],
+    path: Path,
+) -> None:
+    """One row per image: the image, then each method's map blended over it (Captum's blended heat map:
+    the map minus its minimum, normalised per image with its top 2 % of mass clipped)."""
+    rows, columns = len(images), 1 + len(maps)
+    fig, axes = plt.subplots(
+        rows, columns, figsize=(columns * CELL_INCHES, rows * CELL_INCHES), dpi=DPI, squeeze=False
+    )
+    for i, image in enumerate(images.permute(0, 2, 3, 1).numpy()):
+        axes[i, 0].imshow(image[..., 0] if image.shape[-1] == 1 else image, cmap="gray", vmin=0, vmax=1)
+        axes[i, 0].set(xticks=[], yticks=[])
+        axes[i, 0].set_ylabel(f"label {labels[i].item()}\npredicted {predicted[i].item()}", fontsize=8)
+        for j, (name, method_maps) in enumerate(maps.items(), start=1):
+            shown = method_maps[i] - method_maps[i].min()  # contrast above the map's floor, as the authors
+            visualization.visualize_image_attr(
+                shown.numpy()[..., None], image, method="blended_heat_map", sign="absolute_value",
+                plt_fig_axis=(fig, axes[i, j]), cmap="jet", alpha_overlay=0.55, use_pyplot=False,
+            )  # fmt: skip
+            if i == 0:
+                axes[i, j].set_title(name, fontsize=9)
+    axes[0, 0].set_title("image", fontsize=9)
+    fig.tight_layout(pad=0.3)
+    fig.savefig(path)
+    plt.close(fig)
+
+
+def run(cfg: DictConfig) -> Path:
+    """The gallery PNG (`gallery.png`) of the first `explain.num_images` test images x the selected
+    methods, written into the run directory (and to the logger where it takes images)."""
+    datamodule: TensorDataModule = instantiate(cfg.dataset.datamodule)
+    check_options(cfg.explain, test_images=len(datamodule.splits["test"]))
+    run_dir = Path(cfg.paths.output_dir)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    cache = StageCache(Path(cfg.paths.cache_dir))
+    base = train_stage(cfg, cache, datamodule, cfg.seed)
+    log.info("base model: val acc %.3f, test acc %.3f", base["val_acc"], base["test_acc"])
+    device = device_of(cfg.trainer)
+    net = load_classifier(cfg.model, base).net.to(device)
+
+    images, labels, predicted, maps = explain_images(cfg, net, datamodule, device)
+    path = run_dir / GALLERY
+    plot_gallery(images, labels, predicted, maps, path)
+    if cfg.get("logger"):
+        logger = instantiate(cfg.logger)
+        logger.log_hyperparams(flat_config(cfg))
+        if hasattr(logger, "log_image"):  # W&B: the key roar-report logs galleries under
+            logger.log_image("saliency_gallery", [str(path)])
+        report.close_logger(logger)
+    print(f"\ngallery: {path}")
+    return run_dir

@@ -1,0 +1,100 @@
+"""task=explain: the gallery PNG of test images x every selected method, from the cached base model."""
+
+import re
+
+import matplotlib.image
+import pytest
+import torch
+from hydra.utils import instantiate
+
+from roar import saliency
+from roar.app import experiment
+from roar.cache import StageCache, spec_key
+from roar.config import ConfigError
+from roar.pipeline import training_spec
+from roar.tasks.explain import CELL_INCHES, DPI, GALLERY, explain_images
+from roar.training import load_classifier
+from tests import wandb_records
+from tests.conftest import compose_config, succeeded
+
+ALL_METHODS = f"method=[{','.join(saliency.METHODS)}]"
+FAST = ["task=explain", "trainer.max_epochs=2"]
+
+
+@pytest.fixture(scope="module")
+def shared_cache(tmp_path_factory):
+    """One stage cache for the module: the base model is trained once."""
+    return f"paths.cache_dir={tmp_path_factory.mktemp('cache')}"
+
+
+def test_gallery_shows_every_registered_method_and_reuses_the_base_model(tmp_path, shared_cache, run_roar):
+    overrides = (
+        *FAST,
+        shared_cache,
+        ALL_METHODS,
+        "method.smooth_fullgrad.num_samples=3",
+        "explain.num_images=3",
+    )
+    run_dir = experiment(compose_config(tmp_path, *overrides, "logger=none"))
+    png = matplotlib.image.imread(run_dir / GALLERY)
+    columns = 1 + len(saliency.METHODS)  # the image, then one column per method
+    assert png.shape[:2] == (round(3 * CELL_INCHES * DPI), round(columns * CELL_INCHES * DPI))
+    cell = round(CELL_INCHES * DPI)
+    last_row = png[2 * cell : 3 * cell]
+    columns_drawn = [last_row[:, j * cell : (j + 1) * cell, :3] for j in range(columns)]
+    assert all(c.std() > 0.05 for c in columns_drawn)  # every cell holds a picture, not blank paper
+
+    # Again from the command line, logged to an offline W&B run (in a process of its own: W&B's service
+    # would otherwise outlive the test in this one).
+    done = succeeded(run_roar(*overrides, "logger=wandb", "hydra.run.dir=again"))
+    cfg = compose_config(tmp_path, *overrides)
+    assert f"cache: reusing train/{spec_key(training_spec(cfg, cfg.seed, None))}" in done.stdout + done.stderr
+    again = tmp_path / "again"
+    media = wandb_records.run_file(again).parent / "files" / "media" / "images"
+    (logged,) = media.glob("saliency_gallery_*.png")
+    assert logged.read_bytes() == (again / GALLERY).read_bytes()
+    assert wandb_records.config(wandb_records.run_file(again))["explain.num_images"] == 3
+
+
+def test_gallery_maps_are_the_pipeline_maps_of_the_first_test_images(tmp_path, shared_cache):
+    overrides = (
+        *FAST,
+        shared_cache,
+        "logger=none",
+        "method=[fullgrad,simple_fullgrad]",
+        "explain.num_images=5",
+    )
+    cfg = compose_config(tmp_path, *overrides)
+    experiment(cfg)
+    datamodule = instantiate(cfg.dataset.datamodule)
+    base = StageCache(cfg.paths.cache_dir).load("train", spec_key(training_spec(cfg, cfg.seed, None)))
+    net = load_classifier(cfg.model, base).net
+    images, labels, predicted, maps = explain_images(cfg, net, datamodule, torch.device("cpu"))
+    test = datamodule.splits["test"]
+    assert torch.equal(images, test.images[:5]) and torch.equal(labels, test.labels[:5])
+    assert list(maps) == ["fullgrad", "simple_fullgrad"]
+    expected = saliency.create("fullgrad", net).pixel_maps(datamodule.normalize(images), labels)
+    torch.testing.assert_close(maps["fullgrad"], expected)
+    assert maps["simple_fullgrad"].shape == (5, 8, 8)
+    assert not torch.allclose(maps["simple_fullgrad"], expected)
+
+
+@pytest.mark.parametrize(
+    "override,message",
+    [
+        ("explain.num_images=0", "explain.num_images: 0 must be a positive integer"),
+        ("explain.num_images=100000", "explain.num_images: 100000 exceeds the 360 test images"),
+        ("explain.target=random", "explain.target: 'random' is not one of label, predicted"),
+    ],
+)
+def test_bad_gallery_options_are_refused_before_training(tmp_path, override, message):
+    with pytest.raises(ConfigError, match=f"^{re.escape(message)}$"):
+        experiment(compose_config(tmp_path, "task=explain", override))
+    assert not (tmp_path / "cache").exists()
+
+
+def test_a_bad_gallery_option_is_one_line_on_the_command_line(run_roar):
+    done = run_roar("task=explain", "explain.num_images=-2", "logger=none", "hydra.run.dir=run")
+    assert done.returncode == 2
+    message = "roar: error: explain.num_images: -2 must be a positive integer"
+    assert done.stderr.strip().splitlines() == [message]
