@@ -2,17 +2,34 @@
 
 from __future__ import annotations
 
+import captum.attr
 import torch
 from torch import nn
 
 from roar.saliency.base import REDUCTIONS, PixelSaliency
+from roar.saliency.cam import GradCam, GradCamPlusPlus, LayerGradCamPlusPlus
 from roar.saliency.fullgrad import FullGrad, SimpleFullGrad
+from roar.saliency.integrated_gradients import IntegratedGradients
+from roar.saliency.noise import NoisyGradients, SmoothGrad, SmoothGradSquared, VarGrad
 from roar.saliency.random import RandomSaliency
+from roar.saliency.sobel import Sobel
 
+# Each method is built as METHODS[name](model, **params) and has Captum's `attribute(inputs, target=...)`.
 METHODS = {
     "fullgrad": FullGrad,
     "simple_fullgrad": SimpleFullGrad,
     "random": RandomSaliency,
+    # Captum's own classes where their defaults are the method: |grad| (abs=True), grad * x, guided backprop.
+    "input_gradient": captum.attr.Saliency,
+    "input_x_gradient": captum.attr.InputXGradient,
+    "guided_backprop": captum.attr.GuidedBackprop,
+    "integrated_gradients": IntegratedGradients,
+    "smoothgrad": SmoothGrad,
+    "smoothgrad_sq": SmoothGradSquared,
+    "vargrad": VarGrad,
+    "gradcam": GradCam,
+    "gradcam_plus_plus": GradCamPlusPlus,
+    "sobel": Sobel,
 }
 
 
@@ -24,4 +41,21 @@ def create(name: str, model: nn.Module, reduce: str = "abs_sum", **params) -> Pi
     return PixelSaliency(METHODS[name](model, **params), device=device, reduce=reduce)
 
 
-__all__ = ["METHODS", "REDUCTIONS", "FullGrad", "PixelSaliency", "RandomSaliency", "SimpleFullGrad", "create"]
+__all__ = [
+    "METHODS",
+    "REDUCTIONS",
+    "FullGrad",
+    "GradCam",
+    "GradCamPlusPlus",
+    "IntegratedGradients",
+    "LayerGradCamPlusPlus",
+    "NoisyGradients",
+    "PixelSaliency",
+    "RandomSaliency",
+    "SimpleFullGrad",
+    "SmoothGrad",
+    "SmoothGradSquared",
+    "Sobel",
+    "VarGrad",
+    "create",
+]
