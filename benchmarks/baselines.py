@@ -80,9 +80,7 @@ def run() -> list[str]:
         model = build_model(model_name)
         floor_mib = peak_memory_mib(__name__, model_name, "floor")
         floor_seconds, _ = time_ratio(model, floor, CHEAP_REPEATS)
-        rows.append(
-            f"{model_name:<9} {'floor':<22} {floor_seconds:>8.3f} {1:>7.2f} {floor_mib:>7.0f} {1:>6.2f}"
-        )
+        rows.append(_row(model_name, "floor", floor_seconds, 1.0, floor_mib, 1.0))
         for method in (*BASELINES, "captum_ig"):
             seconds, ratio = time_ratio(model, call_of(method), REPEATS.get(method, CHEAP_REPEATS))
             mib = peak_memory_mib(__name__, model_name, method)

@@ -1,6 +1,7 @@
 """The baseline saliency methods: one interface, Captum underneath, seeded noise, bounded passes."""
 
 import copy
+import csv
 
 import pytest
 import torch
@@ -8,7 +9,7 @@ import torchvision
 from torch import nn
 
 from roar import saliency
-from roar.app import CONFIG_DIR
+from roar.app import CONFIG_DIR, experiment
 from roar.config import ConfigError, method_names, validate
 from roar.models import SmallCNN
 from roar.saliency import GradCam, GradCamPlusPlus, IntegratedGradients, Sobel
@@ -318,3 +319,25 @@ def test_the_demo_runs_the_paper_preset(tmp_path):
 def test_bad_method_parameters_are_rejected_before_any_compute(tmp_path, override, message):
     with pytest.raises(ConfigError, match=message):
         validate(compose_config(tmp_path, "method=paper", override))
+
+
+def test_a_bad_method_parameter_stops_the_cli_with_one_line(run_roar, tmp_path):
+    done = run_roar(
+        "method=paper", "method.integrated_gradients.baseline=black", "logger=none", "hydra.run.dir=run"
+    )
+    assert done.returncode == 2
+    assert done.stderr.strip().splitlines() == [
+        "roar: error: method.integrated_gradients: baseline must be one of "
+        "('zeros', 'channel_mean', 'blurred'), got 'black'"
+    ]
+    assert not (tmp_path / "cache").exists()
+
+
+def test_the_paper_preset_runs_the_grid(tmp_path):
+    cheap = ["method.integrated_gradients.n_steps=4", "method.smoothgrad.n_samples=4"]
+    cfg = compose_config(
+        tmp_path, "method=paper", "roar.fractions=[0.5]", "trainer.max_epochs=1", "logger=none", *cheap
+    )
+    with open(experiment(cfg) / "results.csv") as f:
+        cells = {(row["method"], float(row["fraction"])) for row in csv.DictReader(f)}
+    assert cells == {(m, f) for m in method_names(cfg) for f in (0.0, 0.5)}
