@@ -7,6 +7,7 @@ from pathlib import Path
 
 from hydra.core.override_parser.overrides_parser import OverridesParser
 from omegaconf import DictConfig, ListConfig
+from torch import nn
 
 from roar import saliency
 
@@ -33,6 +34,11 @@ def validate(cfg: DictConfig) -> None:
             name in saliency.METHODS,
             f"method: unknown saliency method {name!r}; available: {', '.join(sorted(saliency.METHODS))}",
         )
+        # Constructing a method checks its parameters (names, choices, ranges); no model is needed for that.
+        try:
+            saliency.create(name, nn.Identity(), **cfg.method[name])
+        except (TypeError, ValueError) as error:
+            raise ConfigError(f"method.{name}: {error}") from None
 
     fractions = cfg.roar.fractions
     _check(isinstance(fractions, ListConfig) and len(fractions) > 0, "roar.fractions: give a non-empty list")

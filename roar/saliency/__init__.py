@@ -2,18 +2,35 @@
 
 from __future__ import annotations
 
+import captum.attr
 import torch
 from torch import nn
 
 from roar.saliency.base import REDUCTIONS, PixelSaliency
+from roar.saliency.cam import GradCam, GradCamPlusPlus, LayerGradCamPlusPlus
 from roar.saliency.fullgrad import FullGrad, SimpleFullGrad, SmoothFullGrad
+from roar.saliency.integrated_gradients import IntegratedGradients
+from roar.saliency.noise import NoisyGradients, SmoothGrad, SmoothGradSquared, VarGrad
 from roar.saliency.random import RandomSaliency
+from roar.saliency.sobel import Sobel
 
+# Each method is built as METHODS[name](model, **params) and has Captum's `attribute(inputs, target=...)`.
 METHODS = {
     "fullgrad": FullGrad,
     "simple_fullgrad": SimpleFullGrad,
     "smooth_fullgrad": SmoothFullGrad,
     "random": RandomSaliency,
+    # Captum's own classes where their defaults are the method: |grad| (abs=True), grad * x, guided backprop.
+    "input_gradient": captum.attr.Saliency,
+    "input_x_gradient": captum.attr.InputXGradient,
+    "guided_backprop": captum.attr.GuidedBackprop,
+    "integrated_gradients": IntegratedGradients,
+    "smoothgrad": SmoothGrad,
+    "smoothgrad_sq": SmoothGradSquared,
+    "vargrad": VarGrad,
+    "gradcam": GradCam,
+    "gradcam_plus_plus": GradCamPlusPlus,
+    "sobel": Sobel,
 }
 
 
@@ -29,9 +46,18 @@ __all__ = [
     "METHODS",
     "REDUCTIONS",
     "FullGrad",
+    "GradCam",
+    "GradCamPlusPlus",
+    "IntegratedGradients",
+    "LayerGradCamPlusPlus",
+    "NoisyGradients",
     "PixelSaliency",
     "RandomSaliency",
     "SimpleFullGrad",
     "SmoothFullGrad",
+    "SmoothGrad",
+    "SmoothGradSquared",
+    "Sobel",
+    "VarGrad",
     "create",
 ]

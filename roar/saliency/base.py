@@ -38,5 +38,6 @@ class PixelSaliency:
 
     def pixel_maps(self, images: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
         images, targets = images.to(self.device), targets.to(self.device)
-        attributions = self.attribution.attribute(images, target=targets)
+        # A fresh leaf that requires grad: gradient methods differentiate with respect to it.
+        attributions = self.attribution.attribute(images.detach().requires_grad_(), target=targets)
         return REDUCTIONS[self.reduce](attributions.detach()).float()

@@ -1,0 +1,101 @@
+"""What the saliency benchmarks share: CIFAR-sized torchvision models, the floor pass, interleaved timing and
+peak memory measured in a fresh process.
+
+The floor is one forward pass and the backward pass of the target logits to the input, on the same batch:
+every gradient method costs at least that.
+
+Time: the floor and a method run interleaved (floor, method, floor, method, ...) after a warm-up call of
+each, and the ratio is of the medians, so that load from other processes hits both alike.
+
+Memory: each measurement runs in a fresh process (`python -m benchmarks.<module> --memory MODEL METHOD`)
+that builds the model and the batch, calls the method once to warm up, reads its resident set (VmRSS),
+resets the kernel's peak-RSS counter (writing 5 to /proc/self/clear_refs), calls the method again and
+reports the peak (VmHWM) minus that baseline: the memory one call needs on top of the model, the batch and
+the libraries. glibc's mmap threshold is pinned (MALLOC_MMAP_THRESHOLD_), so that freed tensors go back to
+the kernel and the warm-up cannot pre-pay the measured call's memory.
+"""
+
+from __future__ import annotations
+
+import os
+import statistics
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+
+import torch
+import torchvision
+from torch import nn
+
+BATCH, SHAPE, THREADS, CLASSES = 64, (3, 32, 32), 2, 10
+MODELS = ("vgg11_bn", "resnet18")
+
+Call = Callable[[nn.Module, torch.Tensor, torch.Tensor], torch.Tensor]
+
+
+def build_model(name: str) -> nn.Module:
+    """torchvision's `name` with random weights, 10 classes, non-trivial batch-norm statistics, eval mode."""
+    torch.manual_seed(0)
+    model = getattr(torchvision.models, name)(num_classes=CLASSES)
+    if name.startswith("vgg"):  # 32x32 inputs leave 512x1x1 features
+        model.avgpool = nn.Identity()
+        model.classifier[0] = nn.Linear(512, model.classifier[0].out_features)
+    for m in model.modules():
+        if isinstance(m, nn.BatchNorm2d):
+            m.running_mean.uniform_(-0.5, 0.5)
+            m.running_var.uniform_(0.5, 2.0)
+    return model.eval()
+
+
+def batch() -> tuple[torch.Tensor, torch.Tensor]:
+    generator = torch.Generator().manual_seed(1)
+    return torch.randn(BATCH, *SHAPE, generator=generator), torch.arange(BATCH) % CLASSES
+
+
+def floor(model: nn.Module, x: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """One forward pass and the backward pass of the target logits to the input."""
+    x = x.detach().requires_grad_(True)
+    logits = model(x)
+    return torch.autograd.grad(logits.gather(1, target.view(-1, 1)).sum(), x)[0]
+
+
+def time_ratio(model: nn.Module, method: Call, repeats: int) -> tuple[float, float]:
+    """(median seconds of `method`, that over the median seconds of the floor), measured interleaved."""
+    x, target = batch()
+    times: dict[Call, list[float]] = {floor: [], method: []}
+    for call in times:  # warm-up
+        call(model, x, target)
+    for _ in range(repeats):
+        for call, spent in times.items():
+            start = time.perf_counter()
+            call(model, x, target)
+            spent.append(time.perf_counter() - start)
+    seconds = statistics.median(times[method])
+    return seconds, seconds / statistics.median(times[floor])
+
+
+def _status_kib(field: str) -> int:
+    with open("/proc/self/status") as f:
+        return next(int(line.split()[1]) for line in f if line.startswith(field + ":"))
+
+
+def measure_peak_here(model: nn.Module, method: Call) -> float:
+    """MiB of peak RSS one call of `method` adds to this process (run it in a fresh process)."""
+    x, target = batch()
+    method(model, x, target)
+    baseline = _status_kib("VmRSS")
+    with open("/proc/self/clear_refs", "w") as f:
+        f.write("5")
+    method(model, x, target)
+    return (_status_kib("VmHWM") - baseline) / 1024
+
+
+def peak_memory_mib(module: str, model_name: str, method: str) -> float:
+    """`measure_peak_here` for `method` on `model_name`, in a fresh `python -m module --memory` process."""
+    env = {**os.environ, "MALLOC_MMAP_THRESHOLD_": str(128 * 1024), "OMP_NUM_THREADS": str(THREADS)}
+    done = subprocess.run(
+        [sys.executable, "-m", module, "--memory", model_name, method],
+        env=env, capture_output=True, text=True, check=True,
+    )  # fmt: skip
+    return float(done.stdout.split()[-1])
