@@ -15,9 +15,9 @@ import torch  # noqa: E402
 COLUMNS = ("method", "fraction", "seed", "test_acc", "val_acc")
 
 
-def write_csv(rows: list[dict], path: Path) -> None:
+def write_csv(rows: list[dict], path: Path, columns: tuple[str, ...] = COLUMNS) -> None:
     with open(path, "w", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=COLUMNS, extrasaction="ignore")
+        writer = csv.DictWriter(f, fieldnames=columns, extrasaction="ignore")
         writer.writeheader()
         writer.writerows(sorted(rows, key=lambda r: (r["method"], r["fraction"], r["seed"])))
 
@@ -31,11 +31,11 @@ def read_csv(path: Path) -> list[dict]:
         ]  # fmt: skip
 
 
-def curves(rows: list[dict]) -> dict[str, dict[float, tuple[float, float, int]]]:
-    """method -> fraction -> (mean, std, number of seeds) of the test accuracy."""
+def curves(rows: list[dict], value: str = "test_acc") -> dict[str, dict[float, tuple[float, float, int]]]:
+    """method -> fraction -> (mean, std, number of seeds) of `value` (the test accuracy by default)."""
     grouped: dict[str, dict[float, list[float]]] = defaultdict(lambda: defaultdict(list))
     for row in rows:
-        grouped[row["method"]][row["fraction"]].append(row["test_acc"])
+        grouped[row["method"]][row["fraction"]].append(row[value])
     out = {}
     for method, by_fraction in grouped.items():
         out[method] = {}
@@ -46,20 +46,44 @@ def curves(rows: list[dict]) -> dict[str, dict[float, tuple[float, float, int]]]
     return out
 
 
-def plot_curve(rows: list[dict], path: Path, title: str = "ROAR: remove and retrain") -> None:
+def plot_curve(
+    rows: list[dict],
+    path: Path,
+    title: str = "ROAR: remove and retrain",
+    value: str = "test_acc",
+    xlabel: str = "pixels removed (% of each image, most salient first)",
+    ylabel: str = "test accuracy after retraining",
+    baseline: str = "random",
+    chance: float | None = None,
+    logx: bool = False,
+) -> None:
+    """One line per method with a mean ± std band over seeds. The `baseline` method is drawn behind the
+    others as a grey band (at least a line's width wide, even for one seed), so that a reader sees at once
+    which methods leave it; `chance`, if given, is a dashed line."""
     fig, ax = plt.subplots(figsize=(6, 4.2), dpi=120)
-    for method, points in sorted(curves(rows).items()):
+    for method, points in sorted(curves(rows, value).items()):
         fractions = [100 * f for f in points]
         means = [m for m, _, _ in points.values()]
-        (line,) = ax.plot(fractions, means, marker="o", label=method)
+        low = [m - s for m, s, _ in points.values()]
+        high = [m + s for m, s, _ in points.values()]
+        if method == baseline:
+            ax.fill_between(fractions, low, high, color="0.6", alpha=0.45, lw=0, zorder=1)
+            ax.plot(
+                fractions, means, color="0.45", lw=5, alpha=0.5, zorder=1, label=f"{method} (chance band)"
+            )
+            continue
+        (line,) = ax.plot(fractions, means, marker="o", label=method, zorder=3)
         if any(n > 1 for _, _, n in points.values()):
-            low = [m - s for m, s, _ in points.values()]
-            high = [m + s for m, s, _ in points.values()]
-            ax.fill_between(fractions, low, high, color=line.get_color(), alpha=0.2)
-    ax.set_xlabel("pixels removed (% of each image, most salient first)")
-    ax.set_ylabel("test accuracy after retraining")
+            ax.fill_between(fractions, low, high, color=line.get_color(), alpha=0.2, zorder=2)
+    if chance is not None:
+        ax.axhline(chance, color="k", ls="--", lw=1, label=f"chance ({chance:.2f})", zorder=2)
+    if logx:
+        ax.set_xscale("log")
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
     ax.set_title(title)
-    ax.set_ylim(0, 1.02)
+    if value.endswith("acc"):
+        ax.set_ylim(0, 1.02)
     ax.grid(alpha=0.3)
     ax.legend()
     fig.tight_layout()
@@ -67,12 +91,12 @@ def plot_curve(rows: list[dict], path: Path, title: str = "ROAR: remove and retr
     plt.close(fig)
 
 
-def summary_table(rows: list[dict]) -> str:
-    """Mean test accuracy (± std over seeds), one row per method, one column per fraction."""
-    table = curves(rows)
+def summary_table(rows: list[dict], value: str = "test_acc") -> str:
+    """Mean `value` (± std over seeds), one row per method, one column per fraction."""
+    table = curves(rows, value)
     fractions = sorted({f for points in table.values() for f in points})
     width = max(len("method"), *(len(m) for m in table))
-    header = f"{'method':<{width}} | " + " | ".join(f"{100 * f:>11.0f}%" for f in fractions)
+    header = f"{'method':<{width}} | " + " | ".join(f"{100 * f:>11.3g}%" for f in fractions)
     lines = [header, "-" * len(header)]
     for method, points in sorted(table.items()):
         cells = []
@@ -86,21 +110,28 @@ def summary_table(rows: list[dict]) -> str:
     return "\n".join(lines)
 
 
-def log_results(logger, rows: list[dict], curve_png: Path) -> None:
-    """Send the results to a Lightning logger: per-fraction accuracies (step = % removed), the table and
-    the curve where the logger takes them (W&B)."""
+def log_results(
+    logger,
+    rows: list[dict],
+    curve_png: Path,
+    value: str = "test_acc",
+    columns: tuple[str, ...] = COLUMNS,
+    steps_per_unit: int = 100,
+) -> None:
+    """Send the results to a Lightning logger: per-fraction `value`s (step = fraction * steps_per_unit,
+    by default the % removed), the table and the curve where the logger takes them (W&B)."""
     for fraction in sorted({row["fraction"] for row in rows}):
         metrics = {
-            f"test_acc/{method}": points[fraction][0]
-            for method, points in curves(rows).items()
+            f"{value}/{method}": points[fraction][0]
+            for method, points in curves(rows, value).items()
             if fraction in points
         }
-        logger.log_metrics(metrics, step=round(100 * fraction))
+        logger.log_metrics(metrics, step=round(steps_per_unit * fraction))
     if hasattr(logger, "log_table"):
         ordered = sorted(rows, key=lambda r: (r["method"], r["fraction"], r["seed"]))
-        logger.log_table("results", columns=list(COLUMNS), data=[[r[c] for c in COLUMNS] for r in ordered])
+        logger.log_table("results", columns=list(columns), data=[[r[c] for c in columns] for r in ordered])
     if hasattr(logger, "log_image"):
-        logger.log_image("roar_curve", [str(curve_png)])
+        logger.log_image(curve_png.stem, [str(curve_png)])
     logger.save()
 
 

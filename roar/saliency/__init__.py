@@ -7,12 +7,14 @@ from torch import nn
 
 from roar.saliency.base import REDUCTIONS, PixelSaliency
 from roar.saliency.fullgrad import FullGrad, SimpleFullGrad
+from roar.saliency.oracle import Oracle
 from roar.saliency.random import RandomSaliency
 
 METHODS = {
     "fullgrad": FullGrad,
     "simple_fullgrad": SimpleFullGrad,
     "random": RandomSaliency,
+    "oracle": Oracle,
 }
 
 
@@ -24,4 +26,13 @@ def create(name: str, model: nn.Module, reduce: str = "abs_sum", **params) -> Pi
     return PixelSaliency(METHODS[name](model, **params), device=device, reduce=reduce)
 
 
-__all__ = ["METHODS", "REDUCTIONS", "FullGrad", "PixelSaliency", "RandomSaliency", "SimpleFullGrad", "create"]
+__all__ = [
+    "METHODS",
+    "REDUCTIONS",
+    "FullGrad",
+    "Oracle",
+    "PixelSaliency",
+    "RandomSaliency",
+    "SimpleFullGrad",
+    "create",
+]
