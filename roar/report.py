@@ -46,9 +46,15 @@ def curves(rows: list[dict], value: str = "test_acc") -> dict[str, dict[float, t
     return out
 
 
-def plot_curve(
+def plot_curve(rows: list[dict], path: Path, title: str = "ROAR: remove and retrain", **style) -> None:
+    """Draw the curves (see `curve_figure` for `style`) into the image file `path`."""
+    fig = curve_figure(rows, title, **style)
+    fig.savefig(path)
+    plt.close(fig)
+
+
+def curve_figure(
     rows: list[dict],
-    path: Path,
     title: str = "ROAR: remove and retrain",
     value: str = "test_acc",
     xlabel: str = "pixels removed (% of each image, most salient first)",
@@ -56,7 +62,7 @@ def plot_curve(
     baseline: str = "random",
     chance: float | None = None,
     logx: bool = False,
-) -> None:
+) -> plt.Figure:
     """One line per method with a mean ± std band over seeds. The `baseline` method is drawn behind the
     others as a grey band (at least a line's width wide, even for one seed), so that a reader sees at once
     which methods leave it; `chance`, if given, is a dashed line."""
@@ -68,9 +74,7 @@ def plot_curve(
         high = [m + s for m, s, _ in points.values()]
         if method == baseline:
             ax.fill_between(fractions, low, high, color="0.6", alpha=0.45, lw=0, zorder=1)
-            ax.plot(
-                fractions, means, color="0.45", lw=5, alpha=0.5, zorder=1, label=f"{method} (chance band)"
-            )
+            ax.plot(fractions, means, color="0.45", lw=5, alpha=0.5, zorder=1, label=f"{method} (baseline)")
             continue
         (line,) = ax.plot(fractions, means, marker="o", label=method, zorder=3)
         if any(n > 1 for _, _, n in points.values()):
@@ -87,8 +91,7 @@ def plot_curve(
     ax.grid(alpha=0.3)
     ax.legend()
     fig.tight_layout()
-    fig.savefig(path)
-    plt.close(fig)
+    return fig
 
 
 def summary_table(rows: list[dict], value: str = "test_acc") -> str:

@@ -53,8 +53,14 @@ def write_outputs(cfg: DictConfig, run: Run, rows: list[dict], out: Outputs) -> 
     """The CSV, the curve, stages.csv, the logger (if any), summary.md/.csv; prints the tables."""
     report.write_csv(rows, run.dir / out.csv, out.columns)
     curve = run.dir / out.curve
-    report.plot_curve(rows, curve, out.title, out.value, out.xlabel, out.ylabel, chance=out.chance,
-                      logx=out.logx)  # fmt: skip
+    style = {
+        "value": out.value,
+        "xlabel": out.xlabel,
+        "ylabel": out.ylabel,
+        "chance": out.chance,
+        "logx": out.logx,
+    }
+    report.plot_curve(rows, curve, out.title, **style)
     with open(run.dir / "stages.csv", "w", newline="") as f:
         writer = csv.DictWriter(f, fieldnames=["stage", "key", "status"])
         writer.writeheader()
