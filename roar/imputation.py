@@ -12,14 +12,23 @@ which is the system of ROAD's reference implementation (`road/imputations.py`, `
 Gaussian noise (sigma = 0.01) is then added to the imputed pixels only. With a pixel mask (N, H, W) the
 channels share the system; with an element mask (N, C, H, W) each channel has its own.
 
-`noisy_linear_impute` solves all systems of a batch at once in torch with Jacobi-preconditioned conjugate
-gradients, the 3x3 stencil applied as one depthwise convolution over every (image, channel) plane (the
-system is symmetric positive definite whenever each group of removed pixels touches a kept one).
+roar applies it to raw images in [0, 1], so sigma is in those units (ROAD's code works on normalised ones;
+the interpolation itself is the same in either space, as its weights sum to one).
+
+`noisy_linear_impute` solves the systems of many images at once in torch with Jacobi-preconditioned
+conjugate gradients (the system is symmetric positive definite whenever each group of removed pixels
+touches a kept one): the 3x3 stencil is one depthwise convolution over every (image, channel) plane of a
+chunk of images, and chunks run in parallel on torch's threads. A direct solve per image would be exact
+but serial; CG on the whole batch needs only as many stencil passes as the largest hole is wide (about
+20 on 32x32 images with random 50 % masks, 70 with one large hole), see `make bench`.
 `linear_impute_direct` is the per-image direct sparse solve (scipy) it is checked against: equal within
 1e-4, typically within 1e-6 (tests/test_imputation.py, `make bench`).
 """
 
 from __future__ import annotations
+
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 
 import numpy as np
 import torch
@@ -42,31 +51,38 @@ _CHUNK = 128
 
 
 def _planes(images: torch.Tensor, mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """(1, N*C, H, W) channels-last views of the images and of the mask expanded to every channel.
+    """(1, N*C, H, W) channels-last copies of the images and of the mask (in every channel it covers).
 
     Channels-last puts the N*C planes innermost, where the depthwise stencil vectorises."""
     n, c, h, w = images.shape
-    if mask.ndim == 3:
-        mask = mask.unsqueeze(1).expand(n, c, h, w)
-    if mask.shape != images.shape:
+    if mask.shape not in (images.shape, (n, h, w)):
         raise ValueError(f"mask {tuple(mask.shape)} does not fit images {tuple(images.shape)}")
-    as_planes = lambda t: t.reshape(1, n * c, h, w).contiguous(memory_format=torch.channels_last)  # noqa: E731
-    return as_planes(images), as_planes(mask.to(images.dtype))
+    # One copy each, straight into the (H, W, N*C) memory order.
+    mask = mask.to(images.dtype)
+    mask = (
+        mask.permute(1, 2, 0).unsqueeze(3).expand(h, w, n, c) if mask.ndim == 3 else mask.permute(2, 3, 0, 1)
+    )
+    planes = images.reshape(1, n * c, h, w).contiguous(memory_format=torch.channels_last)
+    mask = mask.reshape(h, w, n * c).permute(2, 0, 1).unsqueeze(0)
+    return planes, mask.contiguous(memory_format=torch.channels_last)  # a no-op for pixel masks
 
 
 def _solve_chunk(images: torch.Tensor, mask: torch.Tensor, tol: float, max_iter: int) -> torch.Tensor:
     n, c, h, w = images.shape
     values, removed = _planes(images, mask)
-    stencil = _STENCIL.to(images).expand(n * c, 1, 3, 3).contiguous()
+    stencil = (-_STENCIL).to(images).expand(n * c, 1, 3, 3).contiguous()
 
-    def neighbours(planes: torch.Tensor) -> torch.Tensor:  # 12 * weighted sum of the in-image neighbours
+    def minus_neighbours(planes: torch.Tensor) -> torch.Tensor:  # -12 * weighted sum of in-image neighbours
         return F.conv2d(planes, stencil, padding=1, groups=n * c)
 
-    # Everything is scaled by 12: diagonal = 12 * the in-image neighbours' weight sum.
-    diagonal = neighbours(torch.ones_like(values)) * removed
-    inverse = removed / neighbours(torch.ones_like(values))
-    residual = removed * neighbours(values * (1 - removed))  # right-hand side, as the start is x = 0
+    # The system times 12: diagonal = 12 * the in-image neighbours' weight sum (12 inside, less at borders).
+    diagonal = -minus_neighbours(torch.ones_like(values))
+    inverse = removed / diagonal
+    known = values * (1 - removed)
+    residual = -removed * minus_neighbours(known)  # the right-hand side, as x starts at 0
     solution = torch.zeros_like(values)
+    # The search direction is zero off the removed pixels, so the products below need no masking there;
+    # the residual's values off them are never read (the preconditioner zeroes them).
     preconditioned = residual * inverse
     direction = preconditioned.clone()
     rz = (residual * preconditioned).sum((2, 3), keepdim=True)
@@ -74,20 +90,20 @@ def _solve_chunk(images: torch.Tensor, mask: torch.Tensor, tol: float, max_iter:
         # |r_i| / (12 * weight sum) is how far pixel i is from the weighted mean of its neighbours.
         if iteration % 4 == 0 and (residual.abs() * inverse).amax() < tol:
             break
-        product = torch.addcmul(diagonal * direction, removed, neighbours(direction), value=-1)
+        product = torch.addcmul(minus_neighbours(direction), diagonal, direction)
         curvature = (direction * product).sum((2, 3), keepdim=True)
         # A solved plane (or one with nothing removed) has zero curvature: it takes no further step.
         step = torch.where(curvature > 0, rz / curvature, 0.0)
         solution.addcmul_(step, direction)
-        residual = residual.addcmul(step, product, value=-1)
-        preconditioned = residual * inverse
+        residual.addcmul_(step, product, value=-1)
+        torch.mul(residual, inverse, out=preconditioned)
         rz_next = (residual * preconditioned).sum((2, 3), keepdim=True)
-        direction = direction.mul_(torch.where(rz > 0, rz_next / rz, 0.0)).add_(preconditioned)
+        direction.mul_(torch.where(rz > 0, rz_next / rz, 0.0)).add_(preconditioned)
         rz = rz_next
     else:
         raise RuntimeError(f"ROAD imputation did not converge to {tol:g} in {max_iter} iterations")
-    filled = torch.where(removed > 0, solution, values)
-    return filled.contiguous().view(n, c, h, w)
+    # Back to (N, C, H, W) order; the caller's concatenation makes it contiguous.
+    return solution.add_(known).squeeze(0).permute(1, 2, 0).view(h, w, n, c).permute(2, 3, 0, 1)
 
 
 def linear_impute(
@@ -102,11 +118,30 @@ def linear_impute(
     """
     h, w = images.shape[-2:]
     max_iter = max_iter or 100 * max(h, w)
-    chunks = [
-        _solve_chunk(images[start : start + _CHUNK], mask[start : start + _CHUNK], tol, max_iter)
-        for start in range(0, len(images), _CHUNK)
-    ]
-    return torch.cat(chunks) if chunks else images.clone()
+    starts = range(0, len(images), _CHUNK)
+
+    def solve(start: int) -> torch.Tensor:
+        return _solve_chunk(images[start : start + _CHUNK], mask[start : start + _CHUNK], tol, max_iter)
+
+    workers = min(torch.get_num_threads(), len(starts))
+    if images.device.type != "cpu" or workers <= 1:
+        chunks = [solve(start) for start in starts]
+    else:
+        # Chunks in parallel, each op on one thread: splitting every op of a ~1.5 MB chunk across threads
+        # costs a barrier per op, which collapses on a machine shared with other processes.
+        with _intra_op_threads(1), ThreadPoolExecutor(workers) as pool:
+            chunks = list(pool.map(solve, starts))
+    return torch.cat(chunks).contiguous() if chunks else images.clone()
+
+
+@contextmanager
+def _intra_op_threads(count: int):
+    previous = torch.get_num_threads()
+    torch.set_num_threads(count)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(previous)
 
 
 def noisy_linear_impute(
@@ -118,9 +153,9 @@ def noisy_linear_impute(
     """ROAD's noisy linear imputation: `linear_impute`, then N(0, noise^2) added to the removed pixels
     only (drawn from `generator`)."""
     imputed = linear_impute(images, mask)
-    removed = mask.unsqueeze(1).expand_as(images) if mask.ndim == 3 else mask
+    removed = (mask.unsqueeze(1) if mask.ndim == 3 else mask).to(images.dtype)
     jitter = torch.randn(images.shape, generator=generator, dtype=images.dtype).to(images.device)
-    return torch.where(removed, imputed + noise * jitter, imputed)
+    return imputed.add_(jitter.mul_(removed).mul_(noise))
 
 
 def linear_impute_direct(images: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
