@@ -61,7 +61,7 @@ def summarize(
     records = []
     for method, (mean, std, seeds) in areas.items():
         record = {"rank": overall[method], "method": method, "auc_mean": mean, "auc_std": std, "seeds": seeds}
-        record["auc_minus_baseline"] = mean - areas[baseline][0] if baseline in areas else float("nan")
+        record[f"auc_minus_{baseline}"] = mean - areas[baseline][0] if baseline in areas else float("nan")
         record.update({f"rank_at_{100 * f:.3g}%": per_fraction[f].get(method) for f in fractions})
         records.append(record)
     return sorted(records, key=lambda r: (r["rank"], r["method"]))

@@ -38,7 +38,7 @@ def test_roar_ranks_the_lowest_area_first_and_kar_the_highest():
     # Per seed: 0.5 * (0.9 + 0.3) / 2 + 0.5 * (0.3 + 0.1) / 2 = 0.4, and likewise 0.5.
     assert good["auc_mean"] == pytest.approx(0.45) and good["auc_std"] == pytest.approx(0.0707107, rel=1e-5)
     assert good["seeds"] == 2
-    assert good["auc_minus_baseline"] == pytest.approx(0.45 - 0.75)
+    assert good["auc_minus_random"] == pytest.approx(0.45 - 0.75)
     # Ranks per fraction, without the shared unmodified point.
     assert "rank_at_0%" not in good and good["rank_at_50%"] == 1 and good["rank_at_100%"] == 1
     kar = summarize(rows, lower_is_better=False, reference=1.0)
