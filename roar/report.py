@@ -81,8 +81,11 @@ def curve_figure(
             ax.fill_between(fractions, low, high, color=line.get_color(), alpha=0.2, zorder=2)
     if chance is not None:
         ax.axhline(chance, color="k", ls="--", lw=1, label=f"chance ({chance:.2f})", zorder=2)
-    if logx:
+    if logx:  # ticks at the measured fractions, written plainly
+        ticks = sorted({100 * row["fraction"] for row in rows})
         ax.set_xscale("log")
+        ax.set_xticks(ticks, [f"{t:g}" for t in ticks])
+        ax.minorticks_off()
     ax.set_xlabel(xlabel)
     ax.set_ylabel(ylabel)
     ax.set_title(title)

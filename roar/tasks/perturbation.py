@@ -9,6 +9,7 @@ roar.rank_by and roar.signed; only the base model's seed is used (nothing is ret
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 
 import torch
@@ -20,11 +21,12 @@ from roar.cache import StageCache
 from roar.config import method_names
 from roar.data import TensorDataModule
 from roar.pipeline import saliency_stage, train_stage
-from roar.removal import removal_mask, remove
+from roar.removal import pixels_to_remove, removal_mask, remove
 from roar.tasks.common import Outputs, open_run, write_outputs
 from roar.training import device_of, load_classifier
 
 COLUMNS = ("method", "fraction", "seed", "logit_change")
+log = logging.getLogger(__name__)
 
 
 @torch.no_grad()
@@ -61,12 +63,20 @@ def grid(cfg: DictConfig, cache: StageCache, fractions: list[float], fill: str) 
     base = train_stage(cfg, cache, datamodule, cfg.seed)
     model = load_classifier(cfg.model, base).net.to(device_of(cfg.trainer))
     test = datamodule.splits["test"]
+    maps = {
+        method: saliency_stage(cfg, cache, method, base, datamodule)["test"] for method in method_names(cfg)
+    }
+    entries = next(iter(maps.values()))[0].numel()  # per image: H*W pixels, or C*H*W values (element)
+    for fraction in fractions:
+        if pixels_to_remove(entries, fraction) == 0:
+            log.warning(
+                "task.fractions: %g of %d entries per image rounds to none removed", fraction, entries
+            )
     rows = []
-    for method in method_names(cfg):
-        maps = saliency_stage(cfg, cache, method, base, datamodule)["test"]
+    for method, method_maps in maps.items():
         for fraction in sorted(fractions):
             generator = torch.Generator().manual_seed(cfg.seed)
-            mask = least_salient_mask(maps, fraction, generator)
+            mask = least_salient_mask(method_maps, fraction, generator)
             perturbed = remove(test.images, mask, fill, datamodule.mean, generator)
             change = logit_change(model, datamodule.normalize, test.images, perturbed, test.labels,
                                   cfg.roar.saliency_batch_size)  # fmt: skip
