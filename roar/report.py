@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 from collections import defaultdict
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import matplotlib
@@ -11,8 +12,30 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import torch  # noqa: E402
+from pytorch_lightning.loggers import WandbLogger  # noqa: E402
+
+from roar.summary import ranking_markdown, summarize, write_ranking  # noqa: E402
 
 COLUMNS = ("method", "fraction", "seed", "test_acc", "val_acc")
+
+
+@dataclass(frozen=True)
+class Outputs:
+    """What a report holds and how it is drawn and ranked; the defaults are ROAR's."""
+
+    csv: str = "results.csv"
+    curve: str = "roar_curve.png"
+    title: str = "ROAR"
+    value: str = "test_acc"
+    columns: tuple[str, ...] = COLUMNS
+    xlabel: str = "pixels removed (% of each image, most salient first)"
+    xname: str = "% pixels removed"  # the x-axis of W&B's chart
+    ylabel: str = "test accuracy after retraining"
+    lower_is_better: bool = True
+    reference: float | None = 0.0  # the fraction at which every method shares the unmodified model
+    chance: float | None = None
+    logx: bool = False
+    steps_per_unit: int = 100  # W&B step = fraction * steps_per_unit (ROAR: the % removed)
 
 
 def write_csv(rows: list[dict], path: Path, columns: tuple[str, ...] = COLUMNS) -> None:
@@ -98,12 +121,12 @@ def curve_figure(
 
 
 def summary_table(rows: list[dict], value: str = "test_acc") -> str:
-    """Mean `value` (± std over seeds), one row per method, one column per fraction."""
+    """Mean `value` (± std over seeds), a row per method, a column per fraction: a Markdown table."""
     table = curves(rows, value)
     fractions = sorted({f for points in table.values() for f in points})
     width = max(len("method"), *(len(m) for m in table))
-    header = f"{'method':<{width}} | " + " | ".join(f"{100 * f:>11.3g}%" for f in fractions)
-    lines = [header, "-" * len(header)]
+    header = f"| {'method':<{width}} | " + " | ".join(f"{100 * f:>11.3g}%" for f in fractions) + " |"
+    lines = [header, f"| {'-' * width} | " + " | ".join(f"{'-' * 11}:" for _ in fractions) + " |"]
     for method, points in sorted(table.items()):
         cells = []
         for f in fractions:
@@ -112,33 +135,84 @@ def summary_table(rows: list[dict], value: str = "test_acc") -> str:
                 continue
             mean, std, n = points[f]
             cells.append(f"{mean:>6.3f}±{std:.3f}" if n > 1 else f"{mean:>12.3f}")
-        lines.append(f"{method:<{width}} | " + " | ".join(cells))
+        lines.append(f"| {method:<{width}} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
 
 def log_results(
-    logger,
-    rows: list[dict],
-    curve_png: Path,
-    value: str = "test_acc",
-    columns: tuple[str, ...] = COLUMNS,
-    steps_per_unit: int = 100,
+    logger, rows: list[dict], curve_png: Path, galleries: list[Path] = (), out: Outputs = Outputs()
 ) -> None:
-    """Send the results to a Lightning logger: per-fraction `value`s (step = fraction * steps_per_unit,
-    by default the % removed), the table and the curve where the logger takes them (W&B)."""
+    """Send the results to a Lightning logger: per-fraction mean and seed std of `out.value` (step = %
+    removed by default), and where the logger takes them (W&B) the results and curve tables, the curve (an
+    interactive chart, one line per method, and the plotted PNG with its seed bands) and the saliency
+    galleries."""
+    value = out.value
+    table = curves(rows, value)
     for fraction in sorted({row["fraction"] for row in rows}):
-        metrics = {
-            f"{value}/{method}": points[fraction][0]
-            for method, points in curves(rows, value).items()
-            if fraction in points
-        }
-        logger.log_metrics(metrics, step=round(steps_per_unit * fraction))
+        at_fraction = {method: points[fraction] for method, points in table.items() if fraction in points}
+        metrics = {f"{value}/{method}": mean for method, (mean, _, _) in at_fraction.items()}
+        metrics |= {f"{value}_std/{method}": std for method, (_, std, _) in at_fraction.items()}
+        logger.log_metrics(metrics, step=round(out.steps_per_unit * fraction))
     if hasattr(logger, "log_table"):
         ordered = sorted(rows, key=lambda r: (r["method"], r["fraction"], r["seed"]))
-        logger.log_table("results", columns=list(columns), data=[[r[c] for c in columns] for r in ordered])
+        logger.log_table(
+            "results", columns=list(out.columns), data=[[r[c] for c in out.columns] for r in ordered]
+        )
+        logger.log_table(
+            "curve",
+            columns=["method", "fraction", f"mean_{value}", f"std_{value}", "seeds"],
+            data=[[m, f, *point] for m, points in sorted(table.items()) for f, point in points.items()],
+        )
+    if isinstance(logger, WandbLogger):
+        import wandb  # already loaded by the logger; runs without W&B need not pay for it
+
+        methods = sorted(table)
+        logger.experiment.log(
+            {
+                f"{curve_png.stem}_chart": wandb.plot.line_series(
+                    xs=[[100 * f for f in table[m]] for m in methods],
+                    ys=[[mean for mean, _, _ in table[m].values()] for m in methods],
+                    keys=methods,
+                    title=f"{out.ylabel} (mean over seeds)",
+                    xname=out.xname,
+                )
+            }
+        )
     if hasattr(logger, "log_image"):
         logger.log_image(curve_png.stem, [str(curve_png)])
+        if galleries:
+            logger.log_image(
+                "saliency_gallery", [str(g) for g in galleries], caption=[g.parent.name for g in galleries]
+            )
     logger.save()
+
+
+def publish(
+    rows: list[dict],
+    out_dir: Path,
+    logger=None,
+    title: str | None = None,
+    galleries=(),
+    outputs: Outputs = Outputs(),
+) -> None:
+    """Everything a report holds, written to `out_dir` (`outputs.csv`, `outputs.curve`, summary.md with the
+    table and the ranking by area under the curve, summary.csv with the ranking), sent to `logger` and
+    printed; every task, and `roar-report` over a sweep, ends here. `title` overrides `outputs.title`."""
+    out = replace(outputs, title=title) if title else outputs
+    write_csv(rows, out_dir / out.csv, out.columns)
+    plot_curve(rows, out_dir / out.curve, out.title, value=out.value, xlabel=out.xlabel, ylabel=out.ylabel,
+               chance=out.chance, logx=out.logx)  # fmt: skip
+    table = summary_table(rows, out.value)
+    ranking = summarize(rows, out.lower_is_better, out.value, out.reference)
+    ranked = ranking_markdown(ranking, out.value, out.lower_is_better)
+    (out_dir / "summary.md").write_text(
+        f"# {out.title}\n\n{out.ylabel[0].upper()}{out.ylabel[1:]}.\n\n{table}\n\n{ranked}\n"
+    )
+    write_ranking(ranking, out_dir / "summary.csv")
+    if logger is not None:
+        log_results(logger, rows, out_dir / out.curve, list(galleries), out)
+        close_logger(logger)
+    print("\n" + table + "\n\n" + ranked)
 
 
 def close_logger(logger) -> None:

@@ -6,8 +6,8 @@ import pytest
 from matplotlib.collections import PolyCollection
 from matplotlib.colors import to_rgba
 
-from roar.report import curve_figure
-from roar.summary import area_under_curve, summarize, write_summary
+from roar.report import Outputs, curve_figure, publish
+from roar.summary import area_under_curve, summarize
 
 
 def _rows(curves: dict[str, list[list[float]]], fractions=(0.0, 0.5, 1.0)) -> list[dict]:
@@ -45,14 +45,21 @@ def test_roar_ranks_the_lowest_area_first_and_kar_the_highest():
     assert [r["method"] for r in kar] == ["bad", "random", "good"]
 
 
-def test_summary_files_say_which_direction_is_better(tmp_path):
+def test_the_report_writes_the_ranking_and_says_which_direction_is_better(tmp_path):
     rows = _rows({"fullgrad": [[0.9, 0.4, 0.2]], "random": [[0.9, 0.7, 0.4]]})
-    text = write_summary(rows, tmp_path, "ROAR on test data", lower_is_better=True, reference=0.0)
-    assert "lower is better" in text and (tmp_path / "summary.md").read_text().strip() == text
+    publish(rows, tmp_path, outputs=Outputs(title="ROAR on test data"))
+    summary = (tmp_path / "summary.md").read_text()
+    assert summary.startswith("# ROAR on test data") and "lower is better" in summary
+    assert summary.index("| 1 | fullgrad |") < summary.index("| 2 | random |")
     with open(tmp_path / "summary.csv") as f:
         table = list(csv.DictReader(f))
     assert [(r["rank"], r["method"]) for r in table] == [("1", "fullgrad"), ("2", "random")]
-    assert "higher is better" in write_summary(rows, tmp_path, "KAR", lower_is_better=False, reference=1.0)
+    kar = tmp_path / "kar"
+    kar.mkdir()
+    publish(rows, kar, outputs=Outputs(title="KAR", lower_is_better=False, reference=1.0))
+    assert "higher is better" in (kar / "summary.md").read_text()
+    with open(kar / "summary.csv") as f:
+        assert [r["method"] for r in csv.DictReader(f)] == ["random", "fullgrad"]
 
 
 def test_random_is_a_grey_band_behind_the_methods_and_each_method_has_a_std_band():

@@ -22,7 +22,8 @@ from roar.config import method_names
 from roar.data import Split, TensorDataModule
 from roar.data.datamodule import SPLITS
 from roar.pipeline import mask_spec, removal_masks, saliency_stage, train_stage
-from roar.tasks.common import Outputs, open_run, write_outputs
+from roar.report import Outputs
+from roar.tasks.common import open_run, write_outputs
 from roar.tasks.roar import unmodified_fraction
 
 

@@ -22,7 +22,8 @@ from roar.config import method_names
 from roar.data import TensorDataModule
 from roar.pipeline import saliency_stage, train_stage
 from roar.removal import pixels_to_remove, removal_mask, remove
-from roar.tasks.common import Outputs, open_run, write_outputs
+from roar.report import Outputs
+from roar.tasks.common import open_run, write_outputs
 from roar.training import device_of, load_classifier
 
 COLUMNS = ("method", "fraction", "seed", "logit_change")

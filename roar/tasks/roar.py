@@ -16,7 +16,8 @@ from roar.cache import StageCache
 from roar.config import method_names
 from roar.data import TensorDataModule
 from roar.pipeline import removal_spec, removed_datamodule, saliency_stage, train_stage
-from roar.tasks.common import Outputs, open_run, write_outputs
+from roar.report import Outputs
+from roar.tasks.common import open_run, write_outputs
 
 log = logging.getLogger(__name__)
 
@@ -55,6 +56,7 @@ def _row(method: str, fraction: float, seed: int, trained: dict) -> dict:
 
 
 def outputs(cfg: DictConfig) -> Outputs:
+    """The report of a ROAR (or KAR) grid: results.csv, roar_curve.png, the summary."""
     mode, fill = cfg.roar.mode, cfg.roar.fill
     kar = mode == "kar"
     return Outputs(
@@ -62,6 +64,7 @@ def outputs(cfg: DictConfig) -> Outputs:
         curve="roar_curve.png",
         title=f"{mode.upper()} on {cfg.dataset.name} (fill: {fill}, ranked by {cfg.roar.rank_by})",
         xlabel=f"pixels {'kept' if kar else 'removed'} (% of each image, most salient first)",
+        xname=f"% pixels {'kept' if kar else 'removed'}",
         # ROAR: removals that hurt most are best; KAR: keeping what sustains accuracy is best.
         lower_is_better=not kar,
         reference=unmodified_fraction(mode),
@@ -69,7 +72,7 @@ def outputs(cfg: DictConfig) -> Outputs:
 
 
 def run(cfg: DictConfig) -> Path:
-    """The ROAR grid, then results.csv, roar_curve.png, stages.csv, summary.md/.csv and the logger."""
+    """The ROAR grid, then stages.csv and the report (results.csv, roar_curve.png, summary, logger)."""
     current = open_run(cfg)
     rows = grid(cfg, current.cache)
     write_outputs(cfg, current, rows, outputs(cfg))
