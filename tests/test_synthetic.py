@@ -84,7 +84,7 @@ CHANCE = 1 / 4
 
 def test_removing_the_oracles_pixels_drops_retrained_accuracy_to_chance_and_random_removal_does_not(tmp_path):
     acc = _oracle_and_random_roar(
-        tmp_path, "trainer.max_epochs=3", "dataset.datamodule.train_size=600",
+        tmp_path, "trainer.max_epochs=4", "dataset.datamodule.train_size=1000",
         "dataset.datamodule.val_size=200", "dataset.datamodule.test_size=300",
     )  # fmt: skip
     assert acc[("oracle", 0.0, 0)] > 0.95  # the task is learnable
