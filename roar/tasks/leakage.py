@@ -71,6 +71,7 @@ def run(cfg: DictConfig) -> Path:
         curve="leakage_curve.png",
         title=f"Mask leakage on {cfg.dataset.name} ({cfg.roar.mode.upper()} masks)",
         xlabel=f"pixels {kept} (% of each image, most salient first)",
+        xname=f"% pixels {kept}",
         ylabel="test accuracy from the removal mask alone",
         reference=None,
         chance=chance,
