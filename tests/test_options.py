@@ -4,11 +4,15 @@ of exactly the stages it changes."""
 import csv
 
 import pytest
+import torch
 
+from roar import saliency
 from roar.app import experiment
 from roar.cache import spec_key
 from roar.config import ConfigError, validate
+from roar.models import SmallCNN
 from roar.pipeline import removal_spec, saliency_spec, training_spec
+from roar.removal import ranking_reduction, removal_mask
 from tests.conftest import compose_config
 
 
@@ -80,3 +84,27 @@ def test_a_road_run_reuses_the_base_model_and_maps_of_a_mean_run(tmp_path):
         status = [(s["stage"], s["status"]) for s in csv.DictReader(f)]
     assert status == [("train", "reused"), ("saliency", "reused"), ("train", "computed")]
     assert "fill: road" in (road / "summary.md").read_text()
+
+
+def test_element_ranking_gives_per_channel_maps_and_masks():
+    torch.manual_seed(0)
+    model = SmallCNN(in_channels=3, num_classes=4, widths=(4, 4)).eval()
+    images, targets = torch.randn(5, 3, 8, 8), torch.arange(5) % 4
+    maps = saliency.create("fullgrad", model, reduce=ranking_reduction("element", False)).pixel_maps(
+        images, targets
+    )
+    assert maps.shape == (5, 3, 8, 8)
+    assert torch.equal(maps[:, 0], maps[:, 2])  # a one-channel map gives every channel the same value
+    mask = removal_mask(maps, 0.25, torch.Generator().manual_seed(0))
+    assert (mask.flatten(1).sum(1) == 48).all()  # round(0.25 * 3 * 8 * 8) channel values per image
+
+
+def test_a_kar_run_puts_the_unmodified_model_at_100_percent_kept_and_ranks_higher_first(tmp_path):
+    run_dir = experiment(
+        compose_config(tmp_path, "roar.mode=kar", "method=random", "roar.fractions=[0.3]",
+                       "trainer.max_epochs=1", "logger=none")
+    )  # fmt: skip
+    with open(run_dir / "results.csv") as f:
+        assert sorted(float(r["fraction"]) for r in csv.DictReader(f)) == [0.3, 1.0]
+    summary = (run_dir / "summary.md").read_text()
+    assert summary.startswith("# KAR on digits") and "higher is better" in summary
