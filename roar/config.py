@@ -10,6 +10,7 @@ from omegaconf import DictConfig, ListConfig
 from torch import nn
 
 from roar import saliency
+from roar.removal import FILLS, MODES, RANK_BY
 
 
 class ConfigError(ValueError):
@@ -40,13 +41,8 @@ def validate(cfg: DictConfig) -> None:
         except (TypeError, ValueError) as error:
             raise ConfigError(f"method.{name}: {error}") from None
 
-    fractions = cfg.roar.fractions
-    _check(isinstance(fractions, ListConfig) and len(fractions) > 0, "roar.fractions: give a non-empty list")
-    for fraction in fractions:
-        _check(
-            isinstance(fraction, Real) and not isinstance(fraction, bool) and 0 <= fraction < 1,
-            f"roar.fractions: {fraction!r} is outside [0, 1)",
-        )
+    _check_fractions(cfg.roar.fractions, "roar.fractions", "[0, 1)", lambda f: 0 <= f < 1)
+    _check_evaluation(cfg, methods)
 
     seeds = [cfg.seed, *cfg.seeds]
     for seed in seeds:
@@ -56,6 +52,34 @@ def validate(cfg: DictConfig) -> None:
     _check(
         isinstance(epochs, Integral) and epochs >= 1,
         f"trainer.max_epochs: {epochs!r} must be a positive integer",
+    )
+
+
+def _check_fractions(fractions, key: str, interval: str, inside) -> None:
+    _check(isinstance(fractions, ListConfig) and len(fractions) > 0, f"{key}: give a non-empty list")
+    for fraction in fractions:
+        _check(
+            isinstance(fraction, Real) and not isinstance(fraction, bool) and inside(fraction),
+            f"{key}: {fraction!r} is outside {interval}",
+        )
+
+
+def _check_evaluation(cfg: DictConfig, methods: list[str]) -> None:
+    """How pixels are ranked, removed and filled (roar.*, and a task's own fractions and fill)."""
+    for key, choices in (("rank_by", RANK_BY), ("mode", MODES), ("fill", FILLS)):
+        value = cfg.roar.get(key)
+        _check(value in choices, f"roar.{key}: {value!r} is not one of {', '.join(choices)}")
+    _check(
+        isinstance(cfg.roar.get("signed"), bool), f"roar.signed: {cfg.roar.get('signed')!r} is not true/false"
+    )
+    if "fractions" in cfg.task:
+        _check_fractions(cfg.task.fractions, "task.fractions", "(0, 1)", lambda f: 0 < f < 1)
+    if "fill" in cfg.task:
+        _check(cfg.task.fill in FILLS, f"task.fill: {cfg.task.fill!r} is not one of {', '.join(FILLS)}")
+    _check(
+        "oracle" not in methods or bool(cfg.dataset.get("ground_truth")),
+        f"method: oracle returns the true informative pixels and needs a dataset that knows them "
+        f"(dataset=synthetic); dataset={cfg.dataset.get('name')} does not",
     )
 
 

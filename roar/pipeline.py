@@ -17,7 +17,7 @@ from roar import saliency
 from roar.cache import StageCache, spec_key
 from roar.data import TensorDataModule
 from roar.data.datamodule import SPLITS
-from roar.removal import removal_mask, replace_pixels
+from roar.removal import ranking_reduction, removal_mask, remove
 from roar.training import device_of, load_classifier, train_classifier
 
 log = logging.getLogger(__name__)
@@ -57,22 +57,31 @@ def saliency_spec(cfg: DictConfig, method: str) -> dict:
         "base": spec_key(training_spec(cfg, cfg.seed, None)),
         "method": method,
         "params": _plain(cfg.method[method]),
+        "reduce": method_reduction(cfg, method),
     }
+
+
+def method_reduction(cfg: DictConfig, method: str) -> str:
+    return ranking_reduction(cfg.roar.rank_by, cfg.roar.signed, cfg.method[method].get("reduce", "abs_sum"))
 
 
 def compute_maps(
     method: saliency.PixelSaliency, datamodule: TensorDataModule, batch_size: int, desc: str
 ) -> dict:
-    """Per-pixel saliency (N, H, W) of every split, for the true label of each image."""
+    """Per-pixel saliency (N, H, W), or per element (N, C, H, W), of every split, for the true label of
+    each image; the dataset's ground truth, where it has one, goes along for the oracle."""
     maps = {}
     total = sum(len(datamodule.splits[s]) for s in SPLITS)
     with tqdm(total=total, desc=desc, unit="img") as progress:
         for split in SPLITS:
             images, labels = datamodule.splits[split].images, datamodule.splits[split].labels
+            truth = datamodule.ground_truth[split] if datamodule.ground_truth else None
             chunks = []
             for start in range(0, len(labels), batch_size):
-                batch = datamodule.normalize(images[start : start + batch_size].to(method.device))
-                chunks.append(method.pixel_maps(batch, labels[start : start + batch_size]).cpu())
+                part = slice(start, start + batch_size)
+                batch = datamodule.normalize(images[part].to(method.device))
+                known = truth[part] if truth is not None else None
+                chunks.append(method.pixel_maps(batch, labels[part], known).cpu())
                 progress.update(len(batch))
             maps[split] = torch.cat(chunks)
     return maps
@@ -81,25 +90,45 @@ def compute_maps(
 def saliency_stage(cfg: DictConfig, cache: StageCache, method: str, base: dict, datamodule) -> dict:
     def compute(workdir: Path) -> dict:
         net = load_classifier(cfg.model, base).net.to(device_of(cfg.trainer))
-        explainer = saliency.create(method, net, **cfg.method[method])
+        params = {k: v for k, v in cfg.method[method].items() if k != "reduce"}
+        explainer = saliency.create(method, net, reduce=method_reduction(cfg, method), **params)
         return compute_maps(explainer, datamodule, cfg.roar.saliency_batch_size, desc=f"saliency: {method}")
 
     return cache.get_or_compute("saliency", saliency_spec(cfg, method), compute)
 
 
+def removal_masks(maps: dict, fraction: float, generator: torch.Generator, mode: str = "roar") -> dict:
+    """Per split, the entries to remove (roar/removal.py), ties broken by `generator`."""
+    return {split: removal_mask(maps[split], fraction, generator, mode) for split in SPLITS}
+
+
 def removed_datamodule(
-    datamodule: TensorDataModule, maps: dict, fraction: float, seed: int
+    datamodule: TensorDataModule,
+    maps: dict,
+    fraction: float,
+    seed: int,
+    mode: str = "roar",
+    fill: str = "mean",
 ) -> TensorDataModule:
-    """The dataset with the top `fraction` of each image's pixels replaced by the training-set mean."""
+    """The dataset with the top `fraction` of each image's pixels removed (`mode=roar`) or all but them
+    (`kar`), filled with `fill` (roar/removal.py); `seed` breaks ranking ties and draws ROAD's noise."""
     generator = torch.Generator().manual_seed(seed)
-    images = {}
-    for split in SPLITS:
-        mask = removal_mask(maps[split], fraction, generator)
-        images[split] = replace_pixels(datamodule.splits[split].images, mask, datamodule.mean)
+    # Every mask is drawn before any noise: the masks are the same whatever the fill.
+    masks = removal_masks(maps, fraction, generator, mode)
+    images = {
+        split: remove(datamodule.splits[split].images, masks[split], fill, datamodule.mean, generator)
+        for split in SPLITS
+    }
     return datamodule.with_images(images)
 
 
-def removal_spec(cfg: DictConfig, method: str, fraction: float) -> dict:
-    """What determines a modified dataset: the saliency maps, the fraction, and how pixels are removed."""
+def mask_spec(cfg: DictConfig, method: str, fraction: float) -> dict:
+    """What determines the removal masks: the saliency maps (ranked as roar.rank_by/signed say), the
+    fraction and the mode."""
     return {"method": method, "saliency": spec_key(saliency_spec(cfg, method)),
-            "fraction": fraction, "fill": cfg.roar.fill}  # fmt: skip
+            "fraction": fraction, "mode": cfg.roar.mode}  # fmt: skip
+
+
+def removal_spec(cfg: DictConfig, method: str, fraction: float) -> dict:
+    """What determines a modified dataset: the masks and how the removed pixels are filled."""
+    return {**mask_spec(cfg, method, fraction), "fill": cfg.roar.fill}

@@ -1,8 +1,37 @@
-"""ROAR's data modification: rank each image's pixels by saliency and replace the top-k fraction."""
+"""ROAR's data modification: rank each image's pixels (or channel values) by saliency, choose which to
+remove, and fill them.
+
+- ranking (`roar.rank_by`, `roar.signed`): `pixel` ranks the H*W pixels by the channel-combined saliency;
+  `element` ranks each of the C*H*W channel values on its own, as the original ROAR code did. Unsigned
+  ranking uses |saliency|, signed the raw value (most positive first). Ties are broken by a random order
+  drawn from a seeded generator.
+- mode (`roar.mode`): `roar` removes the top-k fraction; `kar` keeps it and removes the rest, exactly the
+  complement of ROAR's mask at the same fraction.
+- fill (`roar.fill`), in the raw image space ([0, 1], before the per-batch normalisation): `mean` is the
+  per-channel training-set mean (ROAR's default, which the network sees as exactly 0), `zero` is raw 0
+  (black), `road` is ROAD's noisy linear imputation (roar/imputation.py).
+"""
 
 from __future__ import annotations
 
 import torch
+
+from roar.imputation import noisy_linear_impute
+
+RANK_BY = ("pixel", "element")
+MODES = ("roar", "kar")
+FILLS = ("mean", "zero", "road")
+# (rank_by, signed) -> the saliency reduction (roar.saliency.REDUCTIONS) whose maps are ranked; unsigned pixel
+# ranking uses the method's own `reduce` (abs_sum unless its config says otherwise).
+RANKING_REDUCTIONS = {
+    ("pixel", True): "sum",
+    ("element", False): "abs",
+    ("element", True): "signed",
+}
+
+
+def ranking_reduction(rank_by: str, signed: bool, method_reduce: str = "abs_sum") -> str:
+    return RANKING_REDUCTIONS.get((rank_by, bool(signed)), method_reduce)
 
 
 def pixels_to_remove(num_pixels: int, fraction: float) -> int:
@@ -10,25 +39,48 @@ def pixels_to_remove(num_pixels: int, fraction: float) -> int:
 
 
 def removal_mask(
-    saliency: torch.Tensor, fraction: float, generator: torch.Generator | None = None
+    saliency: torch.Tensor, fraction: float, generator: torch.Generator | None = None, mode: str = "roar"
 ) -> torch.Tensor:
-    """Boolean (N, H, W): True at the round(fraction * H * W) most salient pixels of each image.
+    """Boolean mask shaped like `saliency` ((N, H, W) pixel maps or (N, C, H, W) element maps).
 
-    Ties are broken by a random order drawn from `generator`, so a constant map removes a random set rather
-    than always the first pixels in memory order.
+    `roar`: True at the round(fraction * D) most salient entries of each image (D = H*W or C*H*W).
+    `kar`: the complement, True everywhere but there. Ties are broken by a random order drawn from
+    `generator`, so a constant map removes a random set rather than always the first entries in memory
+    order.
     """
+    if mode not in MODES:
+        raise ValueError(f"unknown removal mode {mode!r}; choose from {MODES}")
     n = saliency.shape[0]
     flat = saliency.reshape(n, -1)
     k = pixels_to_remove(flat.shape[1], fraction)
-    # Sort a random permutation of the pixels stably by saliency: equal values keep the random order.
+    # Sort a random permutation of the entries stably by saliency: equal values keep the random order.
     order = torch.rand(flat.shape, generator=generator).argsort(dim=1).to(flat.device)
     ranked = torch.sort(flat.gather(1, order), dim=1, descending=True, stable=True).indices
     top = order.gather(1, ranked[:, :k])
     mask = torch.zeros_like(flat, dtype=torch.bool).scatter_(1, top, True)
-    return mask.view_as(saliency)
+    return (mask if mode == "roar" else ~mask).view_as(saliency)
 
 
 def replace_pixels(images: torch.Tensor, mask: torch.Tensor, fill: torch.Tensor) -> torch.Tensor:
-    """Images with every channel of the masked pixels set to `fill` (one value per channel)."""
+    """Images with the masked entries set to `fill` (one value per channel).
+
+    A pixel mask (N, H, W) replaces every channel of a pixel; an element mask (N, C, H, W) only its own.
+    """
     fill = fill.to(images).view(1, -1, 1, 1).expand_as(images)
-    return torch.where(mask.unsqueeze(1), fill, images)
+    return torch.where(mask.unsqueeze(1) if mask.ndim == 3 else mask, fill, images)
+
+
+def remove(
+    images: torch.Tensor,
+    mask: torch.Tensor,
+    fill: str,
+    mean: torch.Tensor,
+    generator: torch.Generator | None = None,
+) -> torch.Tensor:
+    """Raw images with the masked pixels (or elements) filled by `fill` (see FILLS); `mean` is the
+    per-channel training-set mean, `generator` draws ROAD's noise."""
+    if fill == "road":
+        return noisy_linear_impute(images, mask, generator)
+    if fill not in FILLS:
+        raise ValueError(f"unknown fill {fill!r}; choose from {FILLS}")
+    return replace_pixels(images, mask, mean if fill == "mean" else torch.zeros_like(mean))

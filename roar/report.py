@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 from collections import defaultdict
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import matplotlib
@@ -13,12 +14,33 @@ import matplotlib.pyplot as plt  # noqa: E402
 import torch  # noqa: E402
 from pytorch_lightning.loggers import WandbLogger  # noqa: E402
 
+from roar.summary import ranking_markdown, summarize, write_ranking  # noqa: E402
+
 COLUMNS = ("method", "fraction", "seed", "test_acc", "val_acc")
 
 
-def write_csv(rows: list[dict], path: Path) -> None:
+@dataclass(frozen=True)
+class Outputs:
+    """What a report holds and how it is drawn and ranked; the defaults are ROAR's."""
+
+    csv: str = "results.csv"
+    curve: str = "roar_curve.png"
+    title: str = "ROAR"
+    value: str = "test_acc"
+    columns: tuple[str, ...] = COLUMNS
+    xlabel: str = "pixels removed (% of each image, most salient first)"
+    xname: str = "% pixels removed"  # the x-axis of W&B's chart
+    ylabel: str = "test accuracy after retraining"
+    lower_is_better: bool = True
+    reference: float | None = 0.0  # the fraction at which every method shares the unmodified model
+    chance: float | None = None
+    logx: bool = False
+    steps_per_unit: int = 100  # W&B step = fraction * steps_per_unit (ROAR: the % removed)
+
+
+def write_csv(rows: list[dict], path: Path, columns: tuple[str, ...] = COLUMNS) -> None:
     with open(path, "w", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=COLUMNS, extrasaction="ignore")
+        writer = csv.DictWriter(f, fieldnames=columns, extrasaction="ignore")
         writer.writeheader()
         writer.writerows(sorted(rows, key=lambda r: (r["method"], r["fraction"], r["seed"])))
 
@@ -32,11 +54,11 @@ def read_csv(path: Path) -> list[dict]:
         ]  # fmt: skip
 
 
-def curves(rows: list[dict]) -> dict[str, dict[float, tuple[float, float, int]]]:
-    """method -> fraction -> (mean, std, number of seeds) of the test accuracy."""
+def curves(rows: list[dict], value: str = "test_acc") -> dict[str, dict[float, tuple[float, float, int]]]:
+    """method -> fraction -> (mean, std, number of seeds) of `value` (the test accuracy by default)."""
     grouped: dict[str, dict[float, list[float]]] = defaultdict(lambda: defaultdict(list))
     for row in rows:
-        grouped[row["method"]][row["fraction"]].append(row["test_acc"])
+        grouped[row["method"]][row["fraction"]].append(row[value])
     out = {}
     for method, by_fraction in grouped.items():
         out[method] = {}
@@ -47,33 +69,63 @@ def curves(rows: list[dict]) -> dict[str, dict[float, tuple[float, float, int]]]
     return out
 
 
-def plot_curve(rows: list[dict], path: Path, title: str = "ROAR: remove and retrain") -> None:
-    fig, ax = plt.subplots(figsize=(6, 4.2), dpi=120)
-    for method, points in sorted(curves(rows).items()):
-        fractions = [100 * f for f in points]
-        means = [m for m, _, _ in points.values()]
-        (line,) = ax.plot(fractions, means, marker="o", label=method)
-        if any(n > 1 for _, _, n in points.values()):
-            low = [m - s for m, s, _ in points.values()]
-            high = [m + s for m, s, _ in points.values()]
-            ax.fill_between(fractions, low, high, color=line.get_color(), alpha=0.2)
-    ax.set_xlabel("pixels removed (% of each image, most salient first)")
-    ax.set_ylabel("test accuracy after retraining")
-    ax.set_title(title)
-    ax.set_ylim(0, 1.02)
-    ax.grid(alpha=0.3)
-    ax.legend()
-    fig.tight_layout()
+def plot_curve(rows: list[dict], path: Path, title: str = "ROAR: remove and retrain", **style) -> None:
+    """Draw the curves (see `curve_figure` for `style`) into the image file `path`."""
+    fig = curve_figure(rows, title, **style)
     fig.savefig(path)
     plt.close(fig)
 
 
-def summary_table(rows: list[dict]) -> str:
-    """Mean test accuracy (± std over seeds), a row per method, a column per fraction: a Markdown table."""
-    table = curves(rows)
+def curve_figure(
+    rows: list[dict],
+    title: str = "ROAR: remove and retrain",
+    value: str = "test_acc",
+    xlabel: str = "pixels removed (% of each image, most salient first)",
+    ylabel: str = "test accuracy after retraining",
+    baseline: str = "random",
+    chance: float | None = None,
+    logx: bool = False,
+) -> plt.Figure:
+    """One line per method with a mean ± std band over seeds. The `baseline` method is drawn behind the
+    others as a grey band (at least a line's width wide, even for one seed), so that a reader sees at once
+    which methods leave it; `chance`, if given, is a dashed line."""
+    fig, ax = plt.subplots(figsize=(6, 4.2), dpi=120)
+    for method, points in sorted(curves(rows, value).items()):
+        fractions = [100 * f for f in points]
+        means = [m for m, _, _ in points.values()]
+        low = [m - s for m, s, _ in points.values()]
+        high = [m + s for m, s, _ in points.values()]
+        if method == baseline:
+            ax.fill_between(fractions, low, high, color="0.6", alpha=0.45, lw=0, zorder=1)
+            ax.plot(fractions, means, color="0.45", lw=5, alpha=0.5, zorder=1, label=f"{method} (baseline)")
+            continue
+        (line,) = ax.plot(fractions, means, marker="o", label=method, zorder=3)
+        if any(n > 1 for _, _, n in points.values()):
+            ax.fill_between(fractions, low, high, color=line.get_color(), alpha=0.2, zorder=2)
+    if chance is not None:
+        ax.axhline(chance, color="k", ls="--", lw=1, label=f"chance ({chance:.2f})", zorder=2)
+    if logx:  # ticks at the measured fractions, written plainly
+        ticks = sorted({100 * row["fraction"] for row in rows})
+        ax.set_xscale("log")
+        ax.set_xticks(ticks, [f"{t:g}" for t in ticks])
+        ax.minorticks_off()
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
+    ax.set_title(title)
+    if value.endswith("acc"):
+        ax.set_ylim(0, 1.02)
+    ax.grid(alpha=0.3)
+    ax.legend()
+    fig.tight_layout()
+    return fig
+
+
+def summary_table(rows: list[dict], value: str = "test_acc") -> str:
+    """Mean `value` (± std over seeds), a row per method, a column per fraction: a Markdown table."""
+    table = curves(rows, value)
     fractions = sorted({f for points in table.values() for f in points})
     width = max(len("method"), *(len(m) for m in table))
-    header = f"| {'method':<{width}} | " + " | ".join(f"{100 * f:>11.0f}%" for f in fractions) + " |"
+    header = f"| {'method':<{width}} | " + " | ".join(f"{100 * f:>11.3g}%" for f in fractions) + " |"
     lines = [header, f"| {'-' * width} | " + " | ".join(f"{'-' * 11}:" for _ in fractions) + " |"]
     for method, points in sorted(table.items()):
         cells = []
@@ -87,22 +139,28 @@ def summary_table(rows: list[dict]) -> str:
     return "\n".join(lines)
 
 
-def log_results(logger, rows: list[dict], curve_png: Path, galleries: list[Path] = ()) -> None:
-    """Send the results to a Lightning logger: per-fraction mean and seed std of the accuracy (step = %
-    removed), and where the logger takes them (W&B) the results and curve tables, the curve (an interactive
-    chart, one line per method, and the plotted PNG with its seed bands) and the saliency galleries."""
-    table = curves(rows)
+def log_results(
+    logger, rows: list[dict], curve_png: Path, galleries: list[Path] = (), out: Outputs = Outputs()
+) -> None:
+    """Send the results to a Lightning logger: per-fraction mean and seed std of `out.value` (step = %
+    removed by default), and where the logger takes them (W&B) the results and curve tables, the curve (an
+    interactive chart, one line per method, and the plotted PNG with its seed bands) and the saliency
+    galleries."""
+    value = out.value
+    table = curves(rows, value)
     for fraction in sorted({row["fraction"] for row in rows}):
         at_fraction = {method: points[fraction] for method, points in table.items() if fraction in points}
-        metrics = {f"test_acc/{method}": mean for method, (mean, _, _) in at_fraction.items()}
-        metrics |= {f"test_acc_std/{method}": std for method, (_, std, _) in at_fraction.items()}
-        logger.log_metrics(metrics, step=round(100 * fraction))
+        metrics = {f"{value}/{method}": mean for method, (mean, _, _) in at_fraction.items()}
+        metrics |= {f"{value}_std/{method}": std for method, (_, std, _) in at_fraction.items()}
+        logger.log_metrics(metrics, step=round(out.steps_per_unit * fraction))
     if hasattr(logger, "log_table"):
         ordered = sorted(rows, key=lambda r: (r["method"], r["fraction"], r["seed"]))
-        logger.log_table("results", columns=list(COLUMNS), data=[[r[c] for c in COLUMNS] for r in ordered])
+        logger.log_table(
+            "results", columns=list(out.columns), data=[[r[c] for c in out.columns] for r in ordered]
+        )
         logger.log_table(
             "curve",
-            columns=["method", "fraction", "mean_test_acc", "std_test_acc", "seeds"],
+            columns=["method", "fraction", f"mean_{value}", f"std_{value}", "seeds"],
             data=[[m, f, *point] for m, points in sorted(table.items()) for f, point in points.items()],
         )
     if isinstance(logger, WandbLogger):
@@ -111,17 +169,17 @@ def log_results(logger, rows: list[dict], curve_png: Path, galleries: list[Path]
         methods = sorted(table)
         logger.experiment.log(
             {
-                "roar_curve_chart": wandb.plot.line_series(
+                f"{curve_png.stem}_chart": wandb.plot.line_series(
                     xs=[[100 * f for f in table[m]] for m in methods],
                     ys=[[mean for mean, _, _ in table[m].values()] for m in methods],
                     keys=methods,
-                    title="test accuracy after retraining (mean over seeds)",
-                    xname="% pixels removed",
+                    title=f"{out.ylabel} (mean over seeds)",
+                    xname=out.xname,
                 )
             }
         )
     if hasattr(logger, "log_image"):
-        logger.log_image("roar_curve", [str(curve_png)])
+        logger.log_image(curve_png.stem, [str(curve_png)])
         if galleries:
             logger.log_image(
                 "saliency_gallery", [str(g) for g in galleries], caption=[g.parent.name for g in galleries]
@@ -129,17 +187,32 @@ def log_results(logger, rows: list[dict], curve_png: Path, galleries: list[Path]
     logger.save()
 
 
-def publish(rows: list[dict], out_dir: Path, logger=None, title: str = "ROAR", galleries=()) -> None:
-    """Everything a report holds, written to `out_dir` (results.csv, roar_curve.png, summary.md), sent to
-    `logger` and printed; a single run and `roar-report` over a sweep both end here."""
-    write_csv(rows, out_dir / "results.csv")
-    plot_curve(rows, out_dir / "roar_curve.png", title=title)
-    table = summary_table(rows)
-    (out_dir / "summary.md").write_text(f"# {title}\n\nTest accuracy after retraining.\n\n{table}\n")
+def publish(
+    rows: list[dict],
+    out_dir: Path,
+    logger=None,
+    title: str | None = None,
+    galleries=(),
+    outputs: Outputs = Outputs(),
+) -> None:
+    """Everything a report holds, written to `out_dir` (`outputs.csv`, `outputs.curve`, summary.md with the
+    table and the ranking by area under the curve, summary.csv with the ranking), sent to `logger` and
+    printed; every task, and `roar-report` over a sweep, ends here. `title` overrides `outputs.title`."""
+    out = replace(outputs, title=title) if title else outputs
+    write_csv(rows, out_dir / out.csv, out.columns)
+    plot_curve(rows, out_dir / out.curve, out.title, value=out.value, xlabel=out.xlabel, ylabel=out.ylabel,
+               chance=out.chance, logx=out.logx)  # fmt: skip
+    table = summary_table(rows, out.value)
+    ranking = summarize(rows, out.lower_is_better, out.value, out.reference)
+    ranked = ranking_markdown(ranking, out.value, out.lower_is_better)
+    (out_dir / "summary.md").write_text(
+        f"# {out.title}\n\n{out.ylabel[0].upper()}{out.ylabel[1:]}.\n\n{table}\n\n{ranked}\n"
+    )
+    write_ranking(ranking, out_dir / "summary.csv")
     if logger is not None:
-        log_results(logger, rows, out_dir / "roar_curve.png", list(galleries))
+        log_results(logger, rows, out_dir / out.curve, list(galleries), out)
         close_logger(logger)
-    print("\n" + table)
+    print("\n" + table + "\n\n" + ranked)
 
 
 def close_logger(logger) -> None:

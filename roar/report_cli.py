@@ -17,6 +17,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from roar import report
 from roar.config import ConfigError
+from roar.tasks.roar import outputs as roar_outputs
 
 # Jobs of one report may differ in the grid's axes (results.csv's method, fraction and seed columns) and in
 # where and how they log; any other difference means they ran different experiments, which one report
@@ -127,5 +128,5 @@ def main(argv: list[str] | None = None) -> None:
             {"runs": [str(d) for d in dirs], "methods": ",".join(sorted({r["method"] for r in rows})),
              "fractions": sorted({r["fraction"] for r in rows}), "seeds": sorted({r["seed"] for r in rows})}
         )  # fmt: skip
-    report.publish(rows, out_dir, logger, title=f"ROAR on {cfg.dataset.name}", galleries=galleries)
+    report.publish(rows, out_dir, logger, galleries=galleries, outputs=roar_outputs(cfg))
     print(f"\nreport of {len(dirs)} runs: {out_dir}")

@@ -1,7 +1,8 @@
 import pytest
 import torch
 
-from roar.removal import pixels_to_remove, removal_mask, replace_pixels
+from roar.removal import pixels_to_remove, ranking_reduction, removal_mask, remove, replace_pixels
+from roar.saliency import REDUCTIONS
 
 
 @pytest.mark.parametrize("fraction", [0.0, 0.1, 0.25, 0.5, 0.77, 0.9])
@@ -39,3 +40,78 @@ def test_replaced_pixels_take_the_fill_in_every_channel_and_others_are_untouched
     for c in range(3):
         assert torch.all(out[:, c][mask] == fill[c])
         assert torch.equal(out[:, c][~mask], images[:, c][~mask])
+
+
+@pytest.mark.parametrize("fraction", [0.1, 0.5, 0.9])
+def test_element_ranking_removes_round_k_chw_values_each_ranked_on_its_own(fraction):
+    saliency = torch.randn(6, 3, 5, 7, generator=torch.Generator().manual_seed(2))
+    mask = removal_mask(saliency, fraction, torch.Generator().manual_seed(0))
+    k = round(fraction * (3 * 5 * 7))
+    assert mask.shape == (6, 3, 5, 7)
+    assert (mask.flatten(1).sum(1) == k).all()
+    for image_saliency, image_mask in zip(saliency, mask):
+        kth = image_saliency.flatten().sort(descending=True).values[k - 1]
+        assert (image_saliency[image_mask] >= kth).all() and (image_saliency[~image_mask] < kth).all()
+
+
+def test_signed_ranking_removes_the_most_positive_and_unsigned_the_largest_magnitude():
+    attributions = torch.tensor([[[[-5.0, 1.0], [2.0, 0.5]]]])  # one image, one channel
+    for signed, expected in ((False, [[True, False], [True, False]]), (True, [[False, True], [True, False]])):
+        reduced = REDUCTIONS[ranking_reduction("element", signed)](attributions)
+        assert torch.equal(removal_mask(reduced, 0.5)[0, 0], torch.tensor(expected))
+    pixel = torch.tensor([[[[-5.0, 1.0]], [[2.0, 1.0]]]])  # channels sum to -3 and 2; |.| sums 7 and 2
+    assert torch.equal(
+        removal_mask(REDUCTIONS[ranking_reduction("pixel", False)](pixel), 0.5),
+        torch.tensor([[[True, False]]]),
+    )
+    assert torch.equal(
+        removal_mask(REDUCTIONS[ranking_reduction("pixel", True)](pixel), 0.5),
+        torch.tensor([[[False, True]]]),
+    )
+
+
+@pytest.mark.parametrize("shape", [(5, 8, 8), (5, 3, 8, 8)])
+def test_element_ties_are_reproducible_by_seed(shape):
+    constant = torch.ones(shape)
+    first = removal_mask(constant, 0.3, torch.Generator().manual_seed(5))
+    assert torch.equal(first, removal_mask(constant, 0.3, torch.Generator().manual_seed(5)))
+    assert not torch.equal(first, removal_mask(constant, 0.3, torch.Generator().manual_seed(6)))
+
+
+@pytest.mark.parametrize("shape", [(7, 9, 9), (7, 3, 9, 9)])
+@pytest.mark.parametrize("fraction", [0.1, 0.3, 0.5, 0.9])
+def test_kar_removes_exactly_the_complement_of_roar_at_the_same_fraction(shape, fraction):
+    saliency = torch.rand(shape, generator=torch.Generator().manual_seed(3)).round(decimals=1)  # many ties
+    roar = removal_mask(saliency, fraction, torch.Generator().manual_seed(1), mode="roar")
+    kar = removal_mask(saliency, fraction, torch.Generator().manual_seed(1), mode="kar")
+    assert torch.equal(kar, ~roar)
+    assert (kar.flatten(1).sum(1) == kar[0].numel() - round(fraction * kar[0].numel())).all()
+
+
+def test_mean_fill_gives_each_channel_its_training_mean_and_zero_fill_raw_black():
+    images = torch.rand(4, 3, 5, 5, generator=torch.Generator().manual_seed(0))
+    mean = images.mean(dim=(0, 2, 3))
+    mask = torch.rand(4, 5, 5, generator=torch.Generator().manual_seed(1)) > 0.5
+    filled = remove(images, mask, "mean", mean)
+    zeroed = remove(images, mask, "zero", mean)
+    for c in range(3):
+        assert torch.equal(filled[:, c][mask], mean[c].expand(int(mask.sum())))
+        assert torch.equal(zeroed[:, c][mask], torch.zeros(int(mask.sum())))
+        assert torch.equal(filled[:, c][~mask], images[:, c][~mask])
+        assert torch.equal(zeroed[:, c][~mask], images[:, c][~mask])
+
+
+def test_element_masks_fill_only_their_own_channel():
+    images = torch.rand(2, 3, 4, 4)
+    mask = torch.zeros(2, 3, 4, 4, dtype=torch.bool)
+    mask[0, 1, 2, 3] = mask[1, 0, 0, 0] = True
+    out = remove(images, mask, "mean", torch.tensor([0.1, 0.2, 0.3]))
+    assert out[0, 1, 2, 3] == pytest.approx(0.2) and out[1, 0, 0, 0] == pytest.approx(0.1)
+    assert torch.equal(out[~mask], images[~mask])
+
+
+def test_unknown_fill_and_mode_are_named():
+    with pytest.raises(ValueError, match="unknown fill 'blur'"):
+        remove(torch.rand(1, 1, 2, 2), torch.ones(1, 2, 2, dtype=torch.bool), "blur", torch.zeros(1))
+    with pytest.raises(ValueError, match="unknown removal mode 'keep'"):
+        removal_mask(torch.rand(1, 2, 2), 0.5, mode="keep")

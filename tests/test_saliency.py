@@ -21,7 +21,8 @@ def _model(seed=0):
 def test_pixel_maps_shape_dtype_device_finite(name):
     model = _model()
     images, targets = torch.randn(6, 2, 8, 8), torch.arange(6) % 5
-    maps = saliency.create(name, model).pixel_maps(images, targets)
+    ground_truth = torch.rand(6, 8, 8) > 0.7  # read by the oracle only
+    maps = saliency.create(name, model).pixel_maps(images, targets, ground_truth)
     assert maps.shape == (6, 8, 8) and maps.dtype == torch.float32 and maps.device == images.device
     assert torch.isfinite(maps).all()
 

@@ -51,6 +51,9 @@ class TensorDataModule(pl.LightningDataModule):
     mean, which the network then sees as exactly zero.
     """
 
+    # Per split, the pixels that decide each image's label (N, H, W) bool, where the dataset knows them.
+    ground_truth: dict[str, torch.Tensor] | None = None
+
     def __init__(self, splits: dict[str, Split], num_classes: int, batch_size: int = 64):
         super().__init__()
         missing = set(SPLITS) - set(splits)

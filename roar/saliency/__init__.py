@@ -11,6 +11,7 @@ from roar.saliency.cam import GradCam, GradCamPlusPlus, LayerGradCamPlusPlus
 from roar.saliency.fullgrad import FullGrad, SimpleFullGrad, SmoothFullGrad
 from roar.saliency.integrated_gradients import IntegratedGradients
 from roar.saliency.noise import NoisyGradients, SmoothGrad, SmoothGradSquared, VarGrad
+from roar.saliency.oracle import Oracle
 from roar.saliency.random import RandomSaliency
 from roar.saliency.sobel import Sobel
 
@@ -31,6 +32,7 @@ METHODS = {
     "gradcam": GradCam,
     "gradcam_plus_plus": GradCamPlusPlus,
     "sobel": Sobel,
+    "oracle": Oracle,
 }
 
 
@@ -51,6 +53,7 @@ __all__ = [
     "IntegratedGradients",
     "LayerGradCamPlusPlus",
     "NoisyGradients",
+    "Oracle",
     "PixelSaliency",
     "RandomSaliency",
     "SimpleFullGrad",

@@ -1,40 +1,50 @@
-"""ROAR (Hooker et al., 2019): remove each method's top-k pixels, retrain, and record test accuracy."""
+"""ROAR (Hooker et al., 2019): remove each method's top-k pixels, retrain, and record test accuracy.
+
+With `roar.mode=kar` (keep and retrain) the top-k are kept and the rest removed; the unmodified model
+then sits at fraction 1 (everything kept) instead of 0.
+"""
 
 from __future__ import annotations
 
-import csv
 import logging
 from pathlib import Path
 
 from hydra.utils import instantiate
 from omegaconf import DictConfig
 
-from roar import report
 from roar.cache import StageCache
 from roar.config import method_names
 from roar.data import TensorDataModule
 from roar.pipeline import removal_spec, removed_datamodule, saliency_stage, train_stage
-from roar.sweep import flat_config
+from roar.report import Outputs
+from roar.tasks.common import open_run, write_outputs
 
 log = logging.getLogger(__name__)
 
 
+def unmodified_fraction(mode: str) -> float:
+    """Where the unmodified data sits on the curve: nothing removed (ROAR) or everything kept (KAR)."""
+    return 0.0 if mode == "roar" else 1.0
+
+
 def grid(cfg: DictConfig, cache: StageCache) -> list[dict]:
-    """Every (method, fraction, seed) cell of the ROAR grid, fraction 0 being the unmodified data."""
+    """Every (method, fraction, seed) cell of the ROAR grid, plus the unmodified data at
+    `unmodified_fraction`."""
     datamodule: TensorDataModule = instantiate(cfg.dataset.datamodule)
     base = train_stage(cfg, cache, datamodule, cfg.seed)
     log.info("base model: val acc %.3f, test acc %.3f", base["val_acc"], base["test_acc"])
     methods = method_names(cfg)
-    fractions = sorted({float(f) for f in cfg.roar.fractions} - {0.0})
+    reference = unmodified_fraction(cfg.roar.mode)
+    fractions = sorted({float(f) for f in cfg.roar.fractions} - {reference})
     rows = []
     for seed in cfg.seeds:
         unmodified = base if seed == cfg.seed else train_stage(cfg, cache, datamodule, seed)
-        rows += [_row(m, 0.0, seed, unmodified) for m in methods]
+        rows += [_row(m, reference, seed, unmodified) for m in methods]
     for method in methods:
         maps = saliency_stage(cfg, cache, method, base, datamodule)
         for fraction in fractions:
             for seed in cfg.seeds:
-                modified = removed_datamodule(datamodule, maps, fraction, seed)
+                modified = removed_datamodule(datamodule, maps, fraction, seed, cfg.roar.mode, cfg.roar.fill)
                 trained = train_stage(cfg, cache, modified, seed, removal_spec(cfg, method, fraction))
                 rows.append(_row(method, fraction, seed, trained))
     return rows
@@ -45,20 +55,25 @@ def _row(method: str, fraction: float, seed: int, trained: dict) -> dict:
             "test_acc": trained["test_acc"], "val_acc": trained["val_acc"]}  # fmt: skip
 
 
+def outputs(cfg: DictConfig) -> Outputs:
+    """The report of a ROAR (or KAR) grid: results.csv, roar_curve.png, the summary."""
+    mode, fill = cfg.roar.mode, cfg.roar.fill
+    kar = mode == "kar"
+    return Outputs(
+        csv="results.csv",
+        curve="roar_curve.png",
+        title=f"{mode.upper()} on {cfg.dataset.name} (fill: {fill}, ranked by {cfg.roar.rank_by})",
+        xlabel=f"pixels {'kept' if kar else 'removed'} (% of each image, most salient first)",
+        xname=f"% pixels {'kept' if kar else 'removed'}",
+        # ROAR: removals that hurt most are best; KAR: keeping what sustains accuracy is best.
+        lower_is_better=not kar,
+        reference=unmodified_fraction(mode),
+    )
+
+
 def run(cfg: DictConfig) -> Path:
-    """The ROAR grid, then stages.csv and the report (results.csv, roar_curve.png, summary.md, logger)."""
-    run_dir = Path(cfg.paths.output_dir)
-    run_dir.mkdir(parents=True, exist_ok=True)
-    cache = StageCache(Path(cfg.paths.cache_dir))
-    logger = instantiate(cfg.logger) if cfg.get("logger") else None
-
-    rows = grid(cfg, cache)
-
-    with open(run_dir / "stages.csv", "w", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=["stage", "key", "status"])
-        writer.writeheader()
-        writer.writerows(cache.events)
-    if logger is not None:
-        logger.log_hyperparams(flat_config(cfg))
-    report.publish(rows, run_dir, logger, title=f"ROAR on {cfg.dataset.name}")
-    return run_dir
+    """The ROAR grid, then stages.csv and the report (results.csv, roar_curve.png, summary, logger)."""
+    current = open_run(cfg)
+    rows = grid(cfg, current.cache)
+    write_outputs(cfg, current, rows, outputs(cfg))
+    return current.dir

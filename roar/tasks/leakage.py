@@ -1,0 +1,80 @@
+"""Mask leakage (Rong et al., ICML 2022): how much of the label can be read from the removal mask alone?
+
+For every method, fraction and seed, a fresh classifier (the configured model) is trained on the binary
+masks ROAR would apply, 1 where a pixel is removed, with no image content at all, and tested on the test
+split's masks. At chance accuracy the masks carry no label information; above it, ROAR's retrained models
+can learn the label from where pixels were removed instead of from what is left, and a method's ROAR curve
+then understates what it found. The masks are exactly those of the ROAR cells (same ranking, mode and
+tie-breaking seed), whatever the fill; the fill decides how visible they are in the images, which this
+diagnostic does not measure (compare the ROAR curves with roar.fill=road for that).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+from hydra.utils import instantiate
+from omegaconf import DictConfig
+
+from roar.cache import StageCache
+from roar.config import method_names
+from roar.data import Split, TensorDataModule
+from roar.data.datamodule import SPLITS
+from roar.pipeline import mask_spec, removal_masks, saliency_stage, train_stage
+from roar.report import Outputs
+from roar.tasks.common import open_run, write_outputs
+from roar.tasks.roar import unmodified_fraction
+
+
+def mask_datamodule(datamodule: TensorDataModule, masks: dict) -> TensorDataModule:
+    """The removal masks as images (1 = removed) in every channel, with the original labels; normalised
+    with the masks' own training statistics."""
+    channels = datamodule.image_shape[0]
+    splits = {}
+    for split in SPLITS:
+        mask = masks[split].float()
+        images = mask.unsqueeze(1).expand(-1, channels, -1, -1) if mask.ndim == 3 else mask
+        splits[split] = Split(images.contiguous(), datamodule.splits[split].labels)
+    return TensorDataModule(splits, datamodule.num_classes, datamodule.batch_size)
+
+
+def majority_share(labels: torch.Tensor) -> float:
+    """The accuracy of always answering the most frequent class: what no information gets."""
+    return torch.bincount(labels).max().item() / len(labels)
+
+
+def grid(cfg: DictConfig, cache: StageCache) -> tuple[list[dict], float]:
+    datamodule: TensorDataModule = instantiate(cfg.dataset.datamodule)
+    base = train_stage(cfg, cache, datamodule, cfg.seed)
+    fractions = sorted({float(f) for f in cfg.roar.fractions} - {unmodified_fraction(cfg.roar.mode)})
+    rows = []
+    for method in method_names(cfg):
+        maps = saliency_stage(cfg, cache, method, base, datamodule)
+        for fraction in fractions:
+            for seed in cfg.seeds:
+                masks = removal_masks(maps, fraction, torch.Generator().manual_seed(seed), cfg.roar.mode)
+                spec = {**mask_spec(cfg, method, fraction), "input": "removal mask"}
+                trained = train_stage(cfg, cache, mask_datamodule(datamodule, masks), seed, spec)
+                rows.append({"method": method, "fraction": fraction, "seed": seed,
+                             "test_acc": trained["test_acc"], "val_acc": trained["val_acc"]})  # fmt: skip
+    return rows, majority_share(datamodule.splits["test"].labels)
+
+
+def run(cfg: DictConfig) -> Path:
+    """leakage.csv, leakage_curve.png (with the chance level), stages.csv, summary.md/.csv, the logger."""
+    current = open_run(cfg)
+    rows, chance = grid(cfg, current.cache)
+    kept = "kept" if cfg.roar.mode == "kar" else "removed"
+    out = Outputs(
+        csv="leakage.csv",
+        curve="leakage_curve.png",
+        title=f"Mask leakage on {cfg.dataset.name} ({cfg.roar.mode.upper()} masks)",
+        xlabel=f"pixels {kept} (% of each image, most salient first)",
+        xname=f"% pixels {kept}",
+        ylabel="test accuracy from the removal mask alone",
+        reference=None,
+        chance=chance,
+    )
+    write_outputs(cfg, current, rows, out)
+    return current.dir

@@ -1,0 +1,110 @@
+"""The evaluation options as configuration: validated before any compute, and each one in the cache keys
+of exactly the stages it changes."""
+
+import csv
+
+import pytest
+import torch
+
+from roar import saliency
+from roar.app import experiment
+from roar.cache import spec_key
+from roar.config import ConfigError, validate
+from roar.models import SmallCNN
+from roar.pipeline import removal_spec, saliency_spec, training_spec
+from roar.removal import ranking_reduction, removal_mask
+from tests.conftest import compose_config
+
+
+@pytest.mark.parametrize(
+    "overrides,message",
+    [
+        (["roar.fill=blur"], "roar.fill: 'blur' is not one of mean, zero, road"),
+        (["roar.mode=keep"], "roar.mode: 'keep' is not one of roar, kar"),
+        (["roar.rank_by=channel"], "roar.rank_by: 'channel' is not one of pixel, element"),
+        (["roar.signed=maybe"], "roar.signed: 'maybe' is not true/false"),
+        (["task=perturbation", "task.fractions=[0.0,0.1]"], "task.fractions: 0.0 is outside (0, 1)"),
+        (["task=perturbation", "task.fill=grey"], "task.fill: 'grey' is not one of mean, zero, road"),
+        (
+            ["method=[oracle,random]"],
+            "method: oracle returns the true informative pixels and needs a dataset",
+        ),
+    ],
+)
+def test_bad_evaluation_options_are_named(tmp_path, overrides, message):
+    with pytest.raises(ConfigError, match=message.replace("(", r"\(").replace(")", r"\)")):
+        validate(compose_config(tmp_path, *overrides))
+
+
+def test_the_oracle_is_accepted_on_the_synthetic_dataset(tmp_path):
+    validate(compose_config(tmp_path, "method=[oracle,random]", "dataset=synthetic"))
+
+
+def test_bad_option_on_the_command_line_is_one_line_before_any_compute(run_roar, tmp_path):
+    done = run_roar("method=oracle", "logger=none", "hydra.run.dir=run")
+    assert done.returncode == 2
+    assert done.stderr.strip().splitlines() == [
+        "roar: error: method: oracle returns the true informative pixels and needs a dataset that knows "
+        "them (dataset=synthetic); dataset=digits does not"
+    ]
+    assert not (tmp_path / "cache").exists()
+
+
+def _keys(cfg):
+    return {
+        "base": spec_key(training_spec(cfg, cfg.seed, None)),
+        "saliency": spec_key(saliency_spec(cfg, "fullgrad")),
+        "cell": spec_key(training_spec(cfg, cfg.seed, removal_spec(cfg, "fullgrad", 0.5))),
+    }
+
+
+@pytest.mark.parametrize(
+    "override,changed",
+    [
+        ("roar.fill=road", {"cell"}),
+        ("roar.fill=zero", {"cell"}),
+        ("roar.mode=kar", {"cell"}),
+        ("roar.rank_by=element", {"saliency", "cell"}),
+        ("roar.signed=true", {"saliency", "cell"}),
+        ("roar.saliency_batch_size=7", set()),
+    ],
+)
+def test_each_option_changes_the_keys_of_exactly_the_stages_it_affects(tmp_path, override, changed):
+    default, other = _keys(compose_config(tmp_path)), _keys(compose_config(tmp_path, override))
+    assert {stage for stage in default if default[stage] != other[stage]} == changed
+
+
+def test_a_road_run_reuses_the_base_model_and_maps_of_a_mean_run(tmp_path):
+    common = ("method=random", "roar.fractions=[0.5]", "trainer.max_epochs=2", "logger=none")
+    experiment(compose_config(tmp_path, *common, f"paths.output_dir={tmp_path}/mean"))
+    road = experiment(
+        compose_config(tmp_path, *common, "roar.fill=road", f"paths.output_dir={tmp_path}/road")
+    )
+    with open(road / "stages.csv") as f:
+        status = [(s["stage"], s["status"]) for s in csv.DictReader(f)]
+    assert status == [("train", "reused"), ("saliency", "reused"), ("train", "computed")]
+    assert "fill: road" in (road / "summary.md").read_text()
+
+
+def test_element_ranking_gives_per_channel_maps_and_masks():
+    torch.manual_seed(0)
+    model = SmallCNN(in_channels=3, num_classes=4, widths=(4, 4)).eval()
+    images, targets = torch.randn(5, 3, 8, 8), torch.arange(5) % 4
+    maps = saliency.create("fullgrad", model, reduce=ranking_reduction("element", False)).pixel_maps(
+        images, targets
+    )
+    assert maps.shape == (5, 3, 8, 8)
+    assert torch.equal(maps[:, 0], maps[:, 2])  # a one-channel map gives every channel the same value
+    mask = removal_mask(maps, 0.25, torch.Generator().manual_seed(0))
+    assert (mask.flatten(1).sum(1) == 48).all()  # round(0.25 * 3 * 8 * 8) channel values per image
+
+
+def test_a_kar_run_puts_the_unmodified_model_at_100_percent_kept_and_ranks_higher_first(tmp_path):
+    run_dir = experiment(
+        compose_config(tmp_path, "roar.mode=kar", "method=random", "roar.fractions=[0.3]",
+                       "trainer.max_epochs=1", "logger=none")
+    )  # fmt: skip
+    with open(run_dir / "results.csv") as f:
+        assert sorted(float(r["fraction"]) for r in csv.DictReader(f)) == [0.3, 1.0]
+    summary = (run_dir / "summary.md").read_text()
+    assert summary.startswith("# KAR on digits") and "higher is better" in summary
