@@ -17,7 +17,7 @@ from roar import saliency
 from roar.cache import StageCache, spec_key
 from roar.data import TensorDataModule
 from roar.data.datamodule import SPLITS
-from roar.removal import removal_mask, replace_pixels
+from roar.removal import removal_mask
 from roar.training import device_of, load_classifier, train_classifier
 
 log = logging.getLogger(__name__)
@@ -90,13 +90,11 @@ def saliency_stage(cfg: DictConfig, cache: StageCache, method: str, base: dict, 
 def removed_datamodule(
     datamodule: TensorDataModule, maps: dict, fraction: float, seed: int
 ) -> TensorDataModule:
-    """The dataset with the top `fraction` of each image's pixels replaced by the training-set mean."""
+    """The dataset with the top `fraction` of each image's pixels replaced by the training-set mean (the
+    replacement happens per batch, on the training device)."""
     generator = torch.Generator().manual_seed(seed)
-    images = {}
-    for split in SPLITS:
-        mask = removal_mask(maps[split], fraction, generator)
-        images[split] = replace_pixels(datamodule.splits[split].images, mask, datamodule.mean)
-    return datamodule.with_images(images)
+    removed = {split: removal_mask(maps[split], fraction, generator) for split in SPLITS}
+    return datamodule.with_removal(removed, fill=datamodule.mean)
 
 
 def removal_spec(cfg: DictConfig, method: str, fraction: float) -> dict:
