@@ -5,8 +5,9 @@ from __future__ import annotations
 from numbers import Integral, Real
 from pathlib import Path
 
+import torch
 from hydra.core.override_parser.overrides_parser import OverridesParser
-from omegaconf import DictConfig, ListConfig
+from omegaconf import DictConfig, ListConfig, OmegaConf
 
 from roar import saliency
 
@@ -26,6 +27,9 @@ def _check(condition: bool, message: str) -> None:
 
 
 def validate(cfg: DictConfig) -> None:
+    missing = sorted(OmegaConf.missing_keys(cfg))
+    if missing:
+        raise ConfigError(f"{missing[0]}: required (???); give it on the command line, e.g. {missing[0]}=...")
     methods = method_names(cfg)
     _check(bool(methods), "method: select at least one saliency method, e.g. method=[fullgrad,random]")
     for name in methods:
@@ -45,6 +49,12 @@ def validate(cfg: DictConfig) -> None:
     seeds = [cfg.seed, *cfg.seeds]
     for seed in seeds:
         _check(isinstance(seed, Integral) and seed >= 0, f"seed: {seed!r} is not a non-negative integer")
+
+    accelerator = cfg.trainer.get("accelerator", "cpu")
+    _check(
+        accelerator not in ("gpu", "cuda") or torch.cuda.is_available(),
+        f"trainer.accelerator: {accelerator}, but no CUDA device is visible; use trainer=cpu",
+    )
 
     epochs = cfg.trainer.get("max_epochs")
     _check(

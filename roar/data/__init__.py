@@ -1,4 +1,6 @@
+from roar.data.augment import RandomCropFlip
 from roar.data.datamodule import Split, TensorDataModule
 from roar.data.digits import DigitsDataModule
+from roar.data.vision import VisionDataModule
 
-__all__ = ["DigitsDataModule", "Split", "TensorDataModule"]
+__all__ = ["DigitsDataModule", "RandomCropFlip", "Split", "TensorDataModule", "VisionDataModule"]
