@@ -26,10 +26,19 @@ def _check(condition: bool, message: str) -> None:
         raise ConfigError(message)
 
 
+def _missing_keys(node: DictConfig | ListConfig, path: str = ""):
+    """Keys left at `???`, without resolving interpolations (which would fail on them first)."""
+    for key in node.keys() if isinstance(node, DictConfig) else range(len(node)):
+        full = f"{path}.{key}" if path else str(key)
+        if OmegaConf.is_missing(node, key):
+            yield full
+        elif not OmegaConf.is_interpolation(node, key) and isinstance(node[key], (DictConfig, ListConfig)):
+            yield from _missing_keys(node[key], full)
+
+
 def validate(cfg: DictConfig) -> None:
-    missing = sorted(OmegaConf.missing_keys(cfg))
-    if missing:
-        raise ConfigError(f"{missing[0]}: required (???); give it on the command line, e.g. {missing[0]}=...")
+    for key in _missing_keys(cfg):
+        raise ConfigError(f"{key}: required (???); give it on the command line, e.g. {key}=...")
     methods = method_names(cfg)
     _check(bool(methods), "method: select at least one saliency method, e.g. method=[fullgrad,random]")
     for name in methods:

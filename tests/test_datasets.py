@@ -136,3 +136,24 @@ def test_cli_reports_a_missing_dataset_in_one_line_and_exits_nonzero(run_roar, t
     (line,) = done.stderr.strip().splitlines()
     assert line.startswith("roar: error: dataset: Dataset not found or corrupted; expected ")
     assert "dataset.download=true" in line
+
+
+def test_train_size_keeps_a_seeded_class_stratified_subset_and_the_same_validation_split(tmp_path):
+    dataset_files.write_mnist(tmp_path / "data")  # 120 training images, 12 per class
+    full = _datamodule(tmp_path, "mnist")
+    subset = _datamodule(tmp_path, "mnist", train_size=40)
+    assert len(subset.splits["train"]) == 40
+    assert torch.bincount(subset.splits["train"].labels).tolist() == [4] * 10
+    assert torch.equal(subset.splits["val"].images, full.splits["val"].images)
+    kept = {image.numpy().tobytes() for image in full.splits["train"].images}
+    assert all(image.numpy().tobytes() in kept for image in subset.splits["train"].images)
+    assert torch.equal(
+        subset.splits["train"].images, _datamodule(tmp_path, "mnist", train_size=40).splits["train"].images
+    )
+
+
+def test_image_folder_needs_its_root_and_class_count_before_anything_runs(tmp_path):
+    with pytest.raises(ConfigError, match=r"^dataset.num_classes: required"):
+        experiment(compose_config(tmp_path, "dataset=imagefolder", "dataset.root=/x", "logger=none"))
+    with pytest.raises(ConfigError, match=r"^dataset.root: required"):
+        experiment(compose_config(tmp_path, "dataset=imagefolder", "dataset.num_classes=3", "logger=none"))

@@ -32,10 +32,11 @@ def read_tensors(dataset: Dataset, workers: int = 0) -> tuple[torch.Tensor, torc
     return torch.cat(images).contiguous(), torch.cat(labels)
 
 
-def holdout(labels: torch.Tensor, fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
-    """Indices of a seeded, class-stratified split of `labels` into (kept, held out `fraction`)."""
+def holdout(labels: torch.Tensor, size: float | int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """Indices of a seeded, class-stratified split of `labels` into (the rest, `size` held out): `size` is a
+    fraction of the images or (an int) a number of them."""
     indices = np.arange(len(labels))
-    return train_test_split(indices, test_size=fraction, stratify=labels.numpy(), random_state=seed)
+    return train_test_split(indices, test_size=size, stratify=labels.numpy(), random_state=seed)
 
 
 class VisionDataModule(TensorDataModule):
@@ -46,8 +47,9 @@ class VisionDataModule(TensorDataModule):
     `test` are the keyword arguments that select each split (`{train: true}` for CIFAR and MNIST,
     `{split: train}` for SVHN, `{root: .../train}` for an image folder). A dataset that is missing or
     fails torchvision's integrity check stops the run with one line: `missing` says where it was expected
-    and how to get it. `image_size` resizes (shorter side) and centre-crops every image, for folders of
-    images of mixed sizes.
+    and how to get it. `train_size` keeps a seeded, class-stratified subset of that many training images
+    (after the validation hold-out; e.g. for a short run on a CPU). `image_size` resizes (shorter side) and
+    centre-crops every image, for folders of images of mixed sizes.
     """
 
     def __init__(
@@ -59,6 +61,7 @@ class VisionDataModule(TensorDataModule):
         channels: int,
         missing: str,
         val_fraction: float = 0.1,
+        train_size: int | None = None,
         split_seed: int = 0,
         batch_size: int = 128,
         augment: Callable[[torch.Tensor], torch.Tensor] | None = None,
@@ -88,8 +91,12 @@ class VisionDataModule(TensorDataModule):
                 )
         try:
             kept, held_out = holdout(train_labels, val_fraction, split_seed)
+            if train_size is not None:
+                kept = kept[holdout(train_labels[kept], train_size, split_seed)[1]]
         except ValueError as error:  # e.g. a hold-out smaller than the number of classes
-            raise ConfigError(f"dataset.datamodule.val_fraction: {val_fraction}: {error}") from None
+            raise ConfigError(
+                f"dataset.datamodule: val_fraction {val_fraction}, train_size {train_size}: {error}"
+            ) from None
         splits = {
             "train": Split(train_images[kept], train_labels[kept]),
             "val": Split(train_images[held_out], train_labels[held_out]),
