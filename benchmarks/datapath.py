@@ -2,7 +2,8 @@
 uint8 tensors, against the time the network needs to train on them, and against a per-image torchvision
 pipeline (a Dataset with transforms.v2 RandomCrop + RandomHorizontalFlip, fed through a DataLoader).
 
-CPU rows always; the same on the GPU when CUDA is there (data resident on the device).
+CPU rows always (torch's thread count: OMP_NUM_THREADS, else one per core); the same on the GPU when CUDA is
+there (data resident on the device).
 """
 
 from __future__ import annotations
@@ -95,8 +96,7 @@ def _rows(device: torch.device, label: str) -> list[str]:
 
 
 def run() -> list[str]:
-    torch.set_num_threads(2)
-    rows = _rows(torch.device("cpu"), "cpu")
+    rows = _rows(torch.device("cpu"), f"cpu ({torch.get_num_threads()} threads)")
     if torch.cuda.is_available():
         return rows + _rows(torch.device("cuda"), f"gpu {torch.cuda.get_device_name()}")
     return rows + [f"gpu data path: {NO_CUDA}"]

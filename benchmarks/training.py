@@ -1,12 +1,12 @@
 """Training throughput (images/s) of roar's Lightning path against a plain PyTorch loop over the same network,
 data path (uint8 tensors, per-batch normalisation and crop+flip), optimiser and schedule.
 
-Both run one untimed warm-up epoch, then EPOCHS timed ones; the two alternate ROUNDS times and the medians are
-compared. The Lightning path is the pipeline's: ImageClassifier (loss, torchmetrics accuracy, logging) under
-a Trainer built from conf/trainer/, without validation, checkpoints or progress bar. GPU rows
-(resnet18_cifar, trainer=gpu: bf16, channels-last, data on the device) need CUDA; so do the CIFAR-10
-time-to-93% and the cifar10 preset's grid, which also need CIFAR-10 under $ROAR_CIFAR10_ROOT (default
-data/cifar10).
+Both run one untimed warm-up epoch, then EPOCHS timed ones; the two alternate ROUNDS times and the medians
+are compared. CPU rows use torch's thread count (OMP_NUM_THREADS, else one per core). The Lightning path is
+the pipeline's: ImageClassifier (loss, torchmetrics accuracy, logging) under a Trainer built from
+conf/trainer/, without validation, checkpoints or progress bar. GPU rows (resnet18_cifar, trainer=gpu: bf16,
+channels-last, data on the device) need CUDA; so do the CIFAR-10 time-to-93% and the cifar10 preset's grid,
+which also need CIFAR-10 under $ROAR_CIFAR10_ROOT (default data/cifar10).
 """
 
 from __future__ import annotations
@@ -70,8 +70,9 @@ def plain_epochs(cfg, datamodule: TensorDataModule) -> float:
     on_gpu = cfg.trainer.accelerator == "gpu"
     device = torch.device("cuda" if on_gpu else "cpu")
     classifier = instantiate(cfg.model)
-    memory_format = torch.channels_last if on_gpu else torch.contiguous_format
-    net = classifier.net.to(device, memory_format=memory_format)
+    net = classifier.net.to(device)
+    if on_gpu:  # as ImageClassifier's memory_format=auto: channels-last on a CUDA device
+        net.to(memory_format=torch.channels_last)
     if cfg.model.compile:
         net.compile()
     optimizer = classifier.optimizer_factory(net.parameters())
@@ -86,7 +87,9 @@ def plain_epochs(cfg, datamodule: TensorDataModule) -> float:
             synchronize()
             start = time.perf_counter()
         for images, labels in datamodule.train_dataloader():
-            images = datamodule.augment(datamodule.normalize(images)).contiguous(memory_format=memory_format)
+            images = datamodule.augment(datamodule.normalize(images))
+            if on_gpu:
+                images = images.contiguous(memory_format=torch.channels_last)
             with precision:
                 loss = loss_fn(net(images), labels)
             optimizer.zero_grad(set_to_none=True)
@@ -146,12 +149,8 @@ def _cifar10_grid() -> str:
 
 
 def run() -> list[str]:
-    torch.set_num_threads(2)
-    rows = [
-        _throughput_row(
-            "cpu small_cnn, 3x32x32, batch 256", config("dataset=cifar10", "model=small_cnn"), 256
-        )
-    ]
+    cpu = f"cpu ({torch.get_num_threads()} threads) small_cnn, 3x32x32, batch 256"
+    rows = [_throughput_row(cpu, config("dataset=cifar10", "model=small_cnn"), 256)]
     if not torch.cuda.is_available():
         return rows + [f"gpu resnet18_cifar throughput: {NO_CUDA}", f"gpu CIFAR-10 time-to-93%: {NO_CUDA}",
                        f"gpu cifar10 preset grid wall time: {NO_CUDA}"]  # fmt: skip
