@@ -10,7 +10,7 @@ export UV_PYTHON_DOWNLOADS := never
 # also where PYTHONDONTWRITEBYTECODE is set.
 export UV_COMPILE_BYTECODE := 1
 
-.PHONY: install demo test test-all bench lint clean
+.PHONY: install demo test test-all test-slurm slurm-up slurm-down bench lint clean
 
 $(UV):
 	$(PYTHON) -m venv .uv
@@ -26,18 +26,28 @@ demo: install
 	$(VENV)/bin/roar experiment=digits
 
 test: install
-	$(VENV)/bin/ruff check roar tests benchmarks
+	$(VENV)/bin/ruff check roar hydra_plugins tests benchmarks
 	$(VENV)/bin/pytest -m "not slow"
 
 test-all: install
 	$(VENV)/bin/pytest
 
+# The SLURM tests alone, against the cluster slurm-up brings up on this machine (root, Debian/Ubuntu).
+test-slurm: install
+	$(VENV)/bin/pytest -m slurm -rs
+
+slurm-up:
+	slurm/cluster-up.sh
+
+slurm-down:
+	slurm/cluster-down.sh
+
 bench: install
 	$(VENV)/bin/python -m benchmarks
 
 lint: install
-	$(VENV)/bin/ruff check roar tests benchmarks
-	$(VENV)/bin/ruff format --check roar tests benchmarks
+	$(VENV)/bin/ruff check roar hydra_plugins tests benchmarks
+	$(VENV)/bin/ruff format --check roar hydra_plugins tests benchmarks
 
 clean:
 	rm -rf $(VENV) .uv outputs multirun cache wandb

@@ -11,8 +11,10 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig
 
 from roar.config import ConfigError, check_group_choices, validate
+from roar.sweep import register_resolvers
 
 CONFIG_DIR = Path(__file__).resolve().parent.parent / "conf"
+register_resolvers()
 
 
 def experiment(cfg: DictConfig) -> Path:

@@ -5,6 +5,11 @@ and renamed into place, guarded by a file lock (concurrent jobs needing the same
 the others wait, then load it), and recorded with its SHA-256 in a manifest written last: an artifact
 without a manifest, or whose bytes do not match it, is treated as missing and recomputed. Artifacts are
 loaded with `torch.load(weights_only=True)`, which cannot run code.
+
+The lock is an OS lock (`fcntl.flock`) on `<stage>/<key>.lock`: the kernel releases it when its holder dies,
+even by `kill -9` or preemption, so no stale lock can block a later job. A computation's scratch directory
+(`<stage>/<key>/work`) survives such a death, so the next job to take the lock resumes from what the dead
+one left there (a training stage keeps its last checkpoint there); it is removed once the artifact is stored.
 """
 
 from __future__ import annotations
@@ -13,18 +18,22 @@ import hashlib
 import json
 import logging
 import os
+import pickle
 import shutil
-from collections.abc import Callable
+import socket
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import torch
-from filelock import FileLock
+from filelock import FileLock, Timeout
 
 log = logging.getLogger(__name__)
 
-ARTIFACT, MANIFEST = "artifact.pt", "manifest.json"
+ARTIFACT, MANIFEST, WORKDIR, OWNER = "artifact.pt", "manifest.json", "work", "owner.json"
 # Bump when a stage's computation changes in a way its configuration does not show.
 FORMAT_VERSION = 1
 
@@ -72,34 +81,68 @@ class StageCache:
             return torch.load(directory / ARTIFACT, map_location="cpu", weights_only=True)
         except (FileNotFoundError, json.JSONDecodeError, KeyError):
             return None
+        except (RuntimeError, EOFError, pickle.UnpicklingError) as error:  # unreadable despite its checksum
+            log.warning("cache: %s/%s cannot be loaded (%s); recomputing", stage, key, error)
+            return None
 
     def get_or_compute(self, stage: str, spec: dict[str, Any], compute: Callable[[Path], dict]) -> dict:
         """The artifact of `stage` for `spec`; `compute(workdir)` runs only if no valid one exists.
 
-        `workdir` is an empty scratch directory for the computation, removed afterwards.
+        `workdir` is the computation's scratch directory. It persists until the artifact is stored, so a
+        computation killed mid-way finds there what it had written when it is run again.
         """
         key = spec_key(spec)
         directory = self.directory(stage, key)
         artifact = self.load(stage, key)
         if artifact is None:
             directory.mkdir(parents=True, exist_ok=True)
-            with FileLock(str(directory) + ".lock"):
+            with self._lock(stage, key):
                 artifact = self.load(stage, key)  # another job may have finished it while we waited
                 if artifact is None:
+                    workdir = directory / WORKDIR
+                    resumed = workdir.is_dir() and any(workdir.iterdir())
+                    if resumed:
+                        log.info("cache: %s/%s resumes from the work a stopped job left", stage, key)
                     artifact = self._compute(stage, spec, directory, compute)
-                    self.events.append({"stage": stage, "key": key, "status": "computed"})
+                    self.events.append(
+                        {"stage": stage, "key": key, "status": "resumed" if resumed else "computed"}
+                    )
                     return artifact
         log.info("cache: reusing %s/%s", stage, key)
         self.events.append({"stage": stage, "key": key, "status": "reused"})
         return artifact
 
+    @contextmanager
+    def _lock(self, stage: str, key: str) -> Iterator[None]:
+        """Hold the stage's lock; while waiting for it, say who holds it (host, pid, since when)."""
+        directory = self.directory(stage, key)
+        lock = FileLock(str(directory) + ".lock")
+        try:
+            lock.acquire(timeout=0)
+        except Timeout:
+            try:
+                owner = json.loads((directory / OWNER).read_text())
+                holder = f"pid {owner['pid']} on {owner['host']} since {owner['since']}"
+            except (FileNotFoundError, json.JSONDecodeError, KeyError):
+                holder = "another job"
+            log.info("cache: waiting for %s/%s, being computed by %s", stage, key, holder)
+            lock.acquire()
+        try:
+            owner = {"host": socket.gethostname(), "pid": os.getpid(), "since": time.strftime("%F %T %Z")}
+            _write_atomically(directory / OWNER, lambda tmp: tmp.write_text(json.dumps(owner)))
+            yield
+        finally:
+            (directory / OWNER).unlink(missing_ok=True)
+            lock.release()
+
     def _compute(self, stage: str, spec: dict, directory: Path, compute: Callable[[Path], dict]) -> dict:
         (directory / MANIFEST).unlink(missing_ok=True)
-        workdir = directory / "work"
-        shutil.rmtree(workdir, ignore_errors=True)
-        workdir.mkdir()
+        # Temporary files of a writer that died before its rename: only the lock holder writes here.
+        for stale in directory.glob(".*.tmp"):
+            stale.unlink()
+        workdir = directory / WORKDIR
+        workdir.mkdir(exist_ok=True)
         artifact = compute(workdir)
-        shutil.rmtree(workdir, ignore_errors=True)
         _write_atomically(directory / ARTIFACT, lambda tmp: torch.save(artifact, tmp))
         manifest = {
             "stage": stage,
@@ -110,4 +153,5 @@ class StageCache:
         _write_atomically(
             directory / MANIFEST, lambda tmp: tmp.write_text(json.dumps(manifest, indent=2, default=str))
         )
+        shutil.rmtree(workdir, ignore_errors=True)
         return artifact

@@ -11,6 +11,7 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import torch  # noqa: E402
+from pytorch_lightning.loggers import WandbLogger  # noqa: E402
 
 COLUMNS = ("method", "fraction", "seed", "test_acc", "val_acc")
 
@@ -68,12 +69,12 @@ def plot_curve(rows: list[dict], path: Path, title: str = "ROAR: remove and retr
 
 
 def summary_table(rows: list[dict]) -> str:
-    """Mean test accuracy (± std over seeds), one row per method, one column per fraction."""
+    """Mean test accuracy (± std over seeds), a row per method, a column per fraction: a Markdown table."""
     table = curves(rows)
     fractions = sorted({f for points in table.values() for f in points})
     width = max(len("method"), *(len(m) for m in table))
-    header = f"{'method':<{width}} | " + " | ".join(f"{100 * f:>11.0f}%" for f in fractions)
-    lines = [header, "-" * len(header)]
+    header = f"| {'method':<{width}} | " + " | ".join(f"{100 * f:>11.0f}%" for f in fractions) + " |"
+    lines = [header, f"| {'-' * width} | " + " | ".join(f"{'-' * 11}:" for _ in fractions) + " |"]
     for method, points in sorted(table.items()):
         cells = []
         for f in fractions:
@@ -82,26 +83,63 @@ def summary_table(rows: list[dict]) -> str:
                 continue
             mean, std, n = points[f]
             cells.append(f"{mean:>6.3f}±{std:.3f}" if n > 1 else f"{mean:>12.3f}")
-        lines.append(f"{method:<{width}} | " + " | ".join(cells))
+        lines.append(f"| {method:<{width}} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
 
-def log_results(logger, rows: list[dict], curve_png: Path) -> None:
-    """Send the results to a Lightning logger: per-fraction accuracies (step = % removed), the table and
-    the curve where the logger takes them (W&B)."""
+def log_results(logger, rows: list[dict], curve_png: Path, galleries: list[Path] = ()) -> None:
+    """Send the results to a Lightning logger: per-fraction mean and seed std of the accuracy (step = %
+    removed), and where the logger takes them (W&B) the results and curve tables, the curve (an interactive
+    chart, one line per method, and the plotted PNG with its seed bands) and the saliency galleries."""
+    table = curves(rows)
     for fraction in sorted({row["fraction"] for row in rows}):
-        metrics = {
-            f"test_acc/{method}": points[fraction][0]
-            for method, points in curves(rows).items()
-            if fraction in points
-        }
+        at_fraction = {method: points[fraction] for method, points in table.items() if fraction in points}
+        metrics = {f"test_acc/{method}": mean for method, (mean, _, _) in at_fraction.items()}
+        metrics |= {f"test_acc_std/{method}": std for method, (_, std, _) in at_fraction.items()}
         logger.log_metrics(metrics, step=round(100 * fraction))
     if hasattr(logger, "log_table"):
         ordered = sorted(rows, key=lambda r: (r["method"], r["fraction"], r["seed"]))
         logger.log_table("results", columns=list(COLUMNS), data=[[r[c] for c in COLUMNS] for r in ordered])
+        logger.log_table(
+            "curve",
+            columns=["method", "fraction", "mean_test_acc", "std_test_acc", "seeds"],
+            data=[[m, f, *point] for m, points in sorted(table.items()) for f, point in points.items()],
+        )
+    if isinstance(logger, WandbLogger):
+        import wandb  # already loaded by the logger; runs without W&B need not pay for it
+
+        methods = sorted(table)
+        logger.experiment.log(
+            {
+                "roar_curve_chart": wandb.plot.line_series(
+                    xs=[[100 * f for f in table[m]] for m in methods],
+                    ys=[[mean for mean, _, _ in table[m].values()] for m in methods],
+                    keys=methods,
+                    title="test accuracy after retraining (mean over seeds)",
+                    xname="% pixels removed",
+                )
+            }
+        )
     if hasattr(logger, "log_image"):
         logger.log_image("roar_curve", [str(curve_png)])
+        if galleries:
+            logger.log_image(
+                "saliency_gallery", [str(g) for g in galleries], caption=[g.parent.name for g in galleries]
+            )
     logger.save()
+
+
+def publish(rows: list[dict], out_dir: Path, logger=None, title: str = "ROAR", galleries=()) -> None:
+    """Everything a report holds, written to `out_dir` (results.csv, roar_curve.png, summary.md), sent to
+    `logger` and printed; a single run and `roar-report` over a sweep both end here."""
+    write_csv(rows, out_dir / "results.csv")
+    plot_curve(rows, out_dir / "roar_curve.png", title=title)
+    table = summary_table(rows)
+    (out_dir / "summary.md").write_text(f"# {title}\n\nTest accuracy after retraining.\n\n{table}\n")
+    if logger is not None:
+        log_results(logger, rows, out_dir / "roar_curve.png", list(galleries))
+        close_logger(logger)
+    print("\n" + table)
 
 
 def close_logger(logger) -> None:

@@ -7,6 +7,10 @@ import subprocess
 import sys
 from pathlib import Path
 
+# Tests train tiny models: one thread each is the fastest, and several test processes sharing the cores do
+# not spin against each other (set before torch is first imported; subprocesses inherit it).
+os.environ.setdefault("OMP_NUM_THREADS", "1")
+
 import pytest
 from hydra import compose, initialize_config_dir
 from hydra.core.hydra_config import HydraConfig
@@ -33,15 +37,25 @@ def compose_config(tmp_path: Path, *overrides: str) -> DictConfig:
     return cfg
 
 
+def run_command(command: str, *args: str, cwd: Path) -> subprocess.CompletedProcess:
+    """Run an installed console script (`roar`, `roar-report`) with W&B offline; returns its outcome."""
+    env = {**os.environ, "WANDB_MODE": "offline", "WANDB_SILENT": "true"}
+    executable = Path(sys.executable).parent / command
+    return subprocess.run(
+        [str(executable), *args], cwd=cwd, env=env, capture_output=True, text=True, timeout=900
+    )
+
+
+def succeeded(done: subprocess.CompletedProcess) -> subprocess.CompletedProcess:
+    assert done.returncode == 0, done.stderr[-3000:]
+    return done
+
+
 @pytest.fixture
 def run_roar(tmp_path):
     """Run the installed `roar` command; returns the CompletedProcess."""
 
     def run(*overrides: str, cwd: Path = tmp_path) -> subprocess.CompletedProcess:
-        env = {**os.environ, "WANDB_MODE": "offline", "WANDB_SILENT": "true"}
-        roar = Path(sys.executable).parent / "roar"
-        return subprocess.run(
-            [str(roar), *overrides], cwd=cwd, env=env, capture_output=True, text=True, timeout=900
-        )
+        return run_command("roar", *overrides, cwd=cwd)
 
     return run

@@ -1,5 +1,13 @@
+import hashlib
 import json
+import multiprocessing
+import os
+import signal
+import subprocess
+import sys
 import threading
+import time
+from pathlib import Path
 
 import torch
 
@@ -36,6 +44,19 @@ def test_truncated_or_unmanifested_artifact_is_recomputed(tmp_path):
     assert cache.load("s", spec_key(spec)) is None
 
 
+def test_unloadable_artifact_with_a_matching_checksum_is_recomputed(tmp_path):
+    cache = StageCache(tmp_path)
+    spec = {"k": 2}
+    cache.get_or_compute("s", spec, lambda w: {"x": torch.ones(3)})
+    directory = cache.directory("s", spec_key(spec))
+    (directory / "artifact.pt").write_bytes(b"not a torch file")
+    manifest = json.loads((directory / MANIFEST).read_text())
+    manifest["sha256"] = hashlib.sha256(b"not a torch file").hexdigest()
+    (directory / MANIFEST).write_text(json.dumps(manifest))
+    assert cache.load("s", spec_key(spec)) is None
+    assert torch.equal(cache.get_or_compute("s", spec, lambda w: {"x": torch.zeros(3)})["x"], torch.zeros(3))
+
+
 def test_manifest_records_the_spec(tmp_path):
     cache = StageCache(tmp_path)
     cache.get_or_compute("s", {"lr": 0.1}, lambda w: {"x": torch.ones(1)})
@@ -43,7 +64,7 @@ def test_manifest_records_the_spec(tmp_path):
     assert manifest["spec"] == {"lr": 0.1} and len(manifest["sha256"]) == 64
 
 
-def test_concurrent_requests_compute_once(tmp_path):
+def test_concurrent_threads_compute_once(tmp_path):
     calls = []
 
     def compute(workdir):
@@ -60,3 +81,73 @@ def test_concurrent_requests_compute_once(tmp_path):
     for t in threads:
         t.join()
     assert len(calls) == 1
+
+
+def _race(root: str, ready, results) -> None:
+    """One job asking for a stage at the same moment as another (runs in its own process)."""
+    cache = StageCache(Path(root))
+
+    def compute(workdir):
+        started = time.time()
+        time.sleep(1.0)  # long enough that the other process asks while this one computes
+        with open(Path(root) / "computations.log", "a") as log:
+            log.write(f"{os.getpid()} {started} {time.time()}\n")
+        return {"pid": torch.tensor(os.getpid())}
+
+    ready.wait()
+    asked = time.time()
+    artifact = cache.get_or_compute("s", {"k": 0}, compute)
+    results.put((os.getpid(), asked, cache.events[0]["status"], int(artifact["pid"])))
+
+
+def test_two_processes_racing_for_a_stage_compute_it_once(tmp_path):
+    context = multiprocessing.get_context("spawn")
+    ready, results = context.Barrier(2), context.Queue()
+    jobs = [context.Process(target=_race, args=(str(tmp_path), ready, results)) for _ in range(2)]
+    for job in jobs:
+        job.start()
+    outcomes = [results.get(timeout=120) for _ in jobs]
+    for job in jobs:
+        job.join()
+    (computation,) = (tmp_path / "computations.log").read_text().splitlines()
+    pid, _, finished = computation.split()
+    assert sorted(status for *_, status, _ in outcomes) == ["computed", "reused"]
+    (waiter,) = [o for o in outcomes if o[2] == "reused"]
+    assert waiter[1] < float(finished)  # it asked while the other computed, waited, then loaded its artifact
+    assert {loaded for *_, loaded in outcomes} == {int(pid)}
+
+
+def test_a_job_killed_mid_computation_leaves_no_lock_and_the_next_one_resumes_its_work(tmp_path):
+    script = f"""
+import time
+from pathlib import Path
+from roar.cache import StageCache
+
+def compute(workdir):
+    (workdir / "epoch-1.ckpt").write_text("half done")
+    time.sleep(600)
+
+StageCache(Path({str(tmp_path)!r})).get_or_compute("s", {{"k": 0}}, compute)
+"""
+    job = subprocess.Popen([sys.executable, "-c", script])
+    workdir = StageCache(tmp_path).directory("s", spec_key({"k": 0})) / "work"
+    deadline = time.time() + 60
+    while not (workdir / "epoch-1.ckpt").exists():
+        assert time.time() < deadline and job.poll() is None, "the job never started computing"
+        time.sleep(0.05)
+    stale_tmp = workdir.parent / ".artifact.pt.999999.tmp"  # as a writer killed before its rename leaves
+    stale_tmp.write_bytes(b"partial")
+    os.kill(job.pid, signal.SIGKILL)
+    job.wait()
+
+    seen = []
+    started = time.time()
+    cache = StageCache(tmp_path)
+    artifact = cache.get_or_compute(
+        "s", {"k": 0}, lambda w: seen.append(sorted(p.name for p in w.iterdir())) or {"x": torch.ones(1)}
+    )
+    assert time.time() - started < 10  # the dead job's lock did not hold us up
+    assert seen == [["epoch-1.ckpt"]]  # the work it left was handed to the new computation
+    assert cache.events[-1]["status"] == "resumed"
+    assert torch.equal(artifact["x"], torch.ones(1))
+    assert not stale_tmp.exists() and not workdir.exists()

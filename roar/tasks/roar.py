@@ -14,6 +14,7 @@ from roar.cache import StageCache
 from roar.config import method_names
 from roar.data import TensorDataModule
 from roar.pipeline import removal_spec, removed_datamodule, saliency_stage, train_stage
+from roar.sweep import flat_config
 
 log = logging.getLogger(__name__)
 
@@ -45,7 +46,7 @@ def _row(method: str, fraction: float, seed: int, trained: dict) -> dict:
 
 
 def run(cfg: DictConfig) -> Path:
-    """The ROAR grid, then results.csv, roar_curve.png, stages.csv, the logger, and the summary table."""
+    """The ROAR grid, then stages.csv and the report (results.csv, roar_curve.png, summary.md, logger)."""
     run_dir = Path(cfg.paths.output_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
     cache = StageCache(Path(cfg.paths.cache_dir))
@@ -53,15 +54,11 @@ def run(cfg: DictConfig) -> Path:
 
     rows = grid(cfg, cache)
 
-    report.write_csv(rows, run_dir / "results.csv")
-    report.plot_curve(rows, run_dir / "roar_curve.png", title=f"ROAR on {cfg.dataset.name}")
     with open(run_dir / "stages.csv", "w", newline="") as f:
         writer = csv.DictWriter(f, fieldnames=["stage", "key", "status"])
         writer.writeheader()
         writer.writerows(cache.events)
     if logger is not None:
-        logger.log_hyperparams(cfg)
-        report.log_results(logger, rows, run_dir / "roar_curve.png")
-        report.close_logger(logger)
-    print("\n" + report.summary_table(rows))
+        logger.log_hyperparams(flat_config(cfg))
+    report.publish(rows, run_dir, logger, title=f"ROAR on {cfg.dataset.name}")
     return run_dir

@@ -1,0 +1,103 @@
+"""On a real SLURM cluster (`slurm/cluster-up.sh` brings one up on this machine): a sweep through
+hydra/launcher=slurm and its report, and a job told to requeue (USR2) that resumes where it stopped."""
+
+from __future__ import annotations
+
+import csv
+import re
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from tests import wandb_records
+from tests.conftest import run_command, succeeded
+
+
+def _no_cluster() -> str | None:
+    """Why the SLURM tests cannot run here, or None where a cluster answers."""
+    bring_up = "bring one up with `slurm/cluster-up.sh` (as root, Debian/Ubuntu) or `make slurm-up`"
+    if shutil.which("sinfo") is None or shutil.which("sbatch") is None:
+        return f"no SLURM client (sinfo, sbatch) on this machine; {bring_up}"
+    try:
+        nodes = subprocess.run(
+            ["sinfo", "--noheader", "--responding", "--states=idle,mixed,allocated", "--format=%N"],
+            capture_output=True, text=True, timeout=20,
+        )  # fmt: skip
+    except subprocess.TimeoutExpired:
+        return f"no SLURM controller answers (sinfo timed out); {bring_up}"
+    if nodes.returncode != 0 or not nodes.stdout.strip():
+        return f"no SLURM cluster is up ({nodes.stderr.strip() or 'no node is available'}); {bring_up}"
+    return None
+
+
+NO_CLUSTER = _no_cluster()
+pytestmark = [pytest.mark.slurm, pytest.mark.skipif(NO_CLUSTER is not None, reason=str(NO_CLUSTER))]
+
+# Small jobs for a test cluster (the defaults in conf/hydra/launcher/slurm.yaml are for real clusters).
+SLURM = ["hydra/launcher=slurm", "hydra.launcher.cpus_per_task=1", "hydra.launcher.mem_gb=1",
+         "hydra.launcher.timeout_min=10"]  # fmt: skip
+
+
+def _final_states(array: str) -> dict[str, str]:
+    """Job id -> state once every job has ended, as submitit sees them (through sacct, or its stand-in on a
+    cluster without accounting). A job writes its result before it exits, so it may still be running."""
+    deadline = time.time() + 120
+    while True:
+        out = succeeded(subprocess.run(["sacct", "-o", "JobID,State", "--parsable2", "-j", array],
+                                 capture_output=True, text=True, timeout=30)).stdout  # fmt: skip
+        states = {line.split("|")[0]: line.split("|")[1] for line in out.splitlines()[1:] if "." not in line}
+        if not {"RUNNING", "COMPLETING"} & set(states.values()) or time.time() > deadline:
+            return states
+        time.sleep(1)
+
+
+def test_a_sweep_on_slurm_completes_and_its_report_is_made(tmp_path):
+    methods = ("fullgrad", "random", "simple_fullgrad")
+    succeeded(run_command("roar", "-m", *SLURM, f"method={','.join(methods)}", "roar.fractions=[0.5]",
+                    "trainer.max_epochs=2", "hydra.sweep.dir=sweep", cwd=tmp_path))  # fmt: skip
+    sweep = tmp_path / "sweep"
+    # Three SLURM jobs (one array), each done, each with its own run directory.
+    tasks = [p.name for p in (sweep / ".submitit").iterdir() if re.fullmatch(r"\d+_\d+", p.name)]
+    (array,) = {task.split("_")[0] for task in tasks}
+    assert _final_states(array) == {f"{array}_{i}": "COMPLETED" for i in range(3)}
+    for i, method in enumerate(methods):
+        with open(sweep / str(i) / "results.csv") as f:
+            assert {r["method"] for r in csv.DictReader(f)} == {method}
+        assert "Job completed successfully" in (sweep / str(i) / "app.log").read_text()
+
+    succeeded(run_command("roar-report", "sweep", cwd=tmp_path))
+    with open(sweep / "results.csv") as f:
+        cells = {(r["method"], float(r["fraction"])) for r in csv.DictReader(f)}
+    assert cells == {(m, f) for m in methods for f in (0.0, 0.5)}
+    assert (sweep / "roar_curve.png").exists() and (sweep / "summary.md").exists()
+    info = wandb_records.run_info(wandb_records.run_file(sweep))
+    assert (info.run_group, info.job_type) == ("sweep", "report")
+
+
+def test_a_job_told_to_requeue_resumes_from_its_last_checkpoint_to_the_same_result(tmp_path):
+    cell = ["method=random", "roar.fractions=[0.5]", "trainer.max_epochs=8", "logger=none"]
+    roar = str(Path(sys.executable).parent / "roar")
+    sweep = subprocess.Popen(
+        [roar, "-m", *SLURM, *cell, "hydra.sweep.dir=sweep"], cwd=tmp_path,
+        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    deadline = time.time() + 300
+    while not list(tmp_path.glob("cache/train/*/work/checkpoints/last.ckpt")):
+        assert sweep.poll() is None and time.time() < deadline, "the job ended before it could be signalled"
+        time.sleep(0.05)
+    (job,) = [p.name for p in (tmp_path / "sweep" / ".submitit").iterdir() if p.name.isdigit()]
+    # What SLURM sends ahead of a time limit (--signal) or what a preemption looks like to submitit.
+    succeeded(subprocess.run(["scancel", "--signal=USR2", job], capture_output=True, text=True, timeout=30))
+    assert sweep.wait(timeout=600) == 0, sweep.stderr.read()[-3000:]
+
+    log = (tmp_path / "sweep" / "0" / "app.log").read_text()
+    assert "Requeued job" in log and "resuming from" in log
+    succeeded(
+        run_command("roar", *cell, "hydra.run.dir=uninterrupted", "paths.cache_dir=fresh", cwd=tmp_path)
+    )
+    resumed = (tmp_path / "sweep" / "0" / "results.csv").read_text()
+    assert resumed == (tmp_path / "uninterrupted" / "results.csv").read_text()
