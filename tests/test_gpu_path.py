@@ -161,3 +161,14 @@ def test_gpu_and_ddp_configs_compose(tmp_path):
 def test_gpu_trainer_without_a_gpu_is_a_one_line_error(tmp_path):
     with pytest.raises(ConfigError, match="trainer.accelerator: gpu, but no CUDA device is visible"):
         validate(compose_config(tmp_path, "trainer=gpu"))
+
+
+@pytest.mark.parametrize(("memory_format", "channels_last"), [("auto", False), ("channels_last", True),
+                                                              ("contiguous", False)])  # fmt: skip
+def test_memory_format_auto_means_channels_last_only_on_a_cuda_device(tmp_path, memory_format, channels_last):
+    cfg = compose_config(tmp_path, "model=small_cnn", "dataset=cifar10")
+    classifier = instantiate(cfg.model, memory_format=memory_format)
+    classifier.trainer = Trainer(accelerator="cpu", devices=1, logger=False, enable_progress_bar=False)
+    classifier.setup("fit")
+    assert classifier.net[0].weight.is_contiguous(memory_format=torch.channels_last) == channels_last
+    assert classifier.channels_last == channels_last

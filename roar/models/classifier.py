@@ -46,9 +46,8 @@ class ImageClassifier(pl.LightningModule):
         )
 
     def setup(self, stage: str) -> None:
-        on_cuda = self.trainer.strategy.root_device.type == "cuda"
-        wanted = self.memory_format == "channels_last" or (self.memory_format == "auto" and on_cuda)
-        self.channels_last = wanted
+        auto = "channels_last" if self.trainer.strategy.root_device.type == "cuda" else "contiguous"
+        self.channels_last = (auto if self.memory_format == "auto" else self.memory_format) == "channels_last"
         if self.channels_last:
             self.net.to(memory_format=torch.channels_last)
         if self.compile_net and stage == "fit":
