@@ -6,7 +6,7 @@ import importlib
 import sys
 
 # Each module has run() -> list of printable rows; modules are added as the benchmarks are written.
-BENCHMARKS: list[str] = ["fullgrad", "baselines", "road"]
+BENCHMARKS: list[str] = ["fullgrad", "baselines", "road", "training", "datapath"]
 
 
 def main(names: list[str]) -> None:

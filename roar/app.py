@@ -6,6 +6,7 @@ import sys
 from pathlib import Path
 
 import hydra
+from hydra.errors import InstantiationException
 from hydra.utils import instantiate
 from omegaconf import DictConfig
 
@@ -20,7 +21,14 @@ def experiment(cfg: DictConfig) -> Path:
     """Validate the configuration, then run its task (`task=roar` by default); returns the run directory."""
     validate(cfg)
     task = instantiate(cfg.task)
-    return task(cfg)
+    try:
+        return task(cfg)
+    except InstantiationException as error:
+        # A ConfigError raised while building something from the config (a dataset that is not where it was
+        # expected, an unknown model name) is reported as such, not as Hydra's wrapped traceback.
+        if isinstance(error.__cause__, ConfigError):
+            raise error.__cause__ from None
+        raise
 
 
 def _fail(error: ConfigError) -> None:

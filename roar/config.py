@@ -5,8 +5,9 @@ from __future__ import annotations
 from numbers import Integral, Real
 from pathlib import Path
 
+import torch
 from hydra.core.override_parser.overrides_parser import OverridesParser
-from omegaconf import DictConfig, ListConfig
+from omegaconf import DictConfig, ListConfig, OmegaConf
 from torch import nn
 
 from roar import saliency
@@ -27,7 +28,19 @@ def _check(condition: bool, message: str) -> None:
         raise ConfigError(message)
 
 
+def _missing_keys(node: DictConfig | ListConfig, path: str = ""):
+    """Keys left at `???`, without resolving interpolations (which would fail on them first)."""
+    for key in node.keys() if isinstance(node, DictConfig) else range(len(node)):
+        full = f"{path}.{key}" if path else str(key)
+        if OmegaConf.is_missing(node, key):
+            yield full
+        elif not OmegaConf.is_interpolation(node, key) and isinstance(node[key], (DictConfig, ListConfig)):
+            yield from _missing_keys(node[key], full)
+
+
 def validate(cfg: DictConfig) -> None:
+    for key in _missing_keys(cfg):
+        raise ConfigError(f"{key}: required (???); give it on the command line, e.g. {key}=...")
     methods = method_names(cfg)
     _check(bool(methods), "method: select at least one saliency method, e.g. method=[fullgrad,random]")
     for name in methods:
@@ -47,6 +60,12 @@ def validate(cfg: DictConfig) -> None:
     seeds = [cfg.seed, *cfg.seeds]
     for seed in seeds:
         _check(isinstance(seed, Integral) and seed >= 0, f"seed: {seed!r} is not a non-negative integer")
+
+    accelerator = cfg.trainer.get("accelerator", "cpu")
+    _check(
+        accelerator not in ("gpu", "cuda") or torch.cuda.is_available(),
+        f"trainer.accelerator: {accelerator}, but no CUDA device is visible; use trainer=cpu",
+    )
 
     epochs = cfg.trainer.get("max_epochs")
     _check(

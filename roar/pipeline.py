@@ -16,7 +16,7 @@ from tqdm.auto import tqdm
 from roar import saliency
 from roar.cache import StageCache, spec_key
 from roar.data import TensorDataModule
-from roar.data.datamodule import SPLITS
+from roar.data.datamodule import SPLITS, unit_range
 from roar.removal import ranking_reduction, removal_mask, remove
 from roar.training import device_of, load_classifier, train_classifier
 
@@ -111,15 +111,22 @@ def removed_datamodule(
     fill: str = "mean",
 ) -> TensorDataModule:
     """The dataset with the top `fraction` of each image's pixels removed (`mode=roar`) or all but them
-    (`kar`), filled with `fill` (roar/removal.py); `seed` breaks ranking ties and draws ROAD's noise."""
+    (`kar`), filled with `fill` (roar/removal.py); `seed` breaks ranking ties and draws ROAD's noise.
+    Mean and zero fills are applied per batch on the training device; ROAD's imputation once, here."""
     generator = torch.Generator().manual_seed(seed)
     # Every mask is drawn before any noise: the masks are the same whatever the fill.
     masks = removal_masks(maps, fraction, generator, mode)
-    images = {
-        split: remove(datamodule.splits[split].images, masks[split], fill, datamodule.mean, generator)
-        for split in SPLITS
-    }
-    return datamodule.with_images(images)
+    if fill == "road":
+        images = {
+            split: remove(
+                unit_range(datamodule.splits[split].images), masks[split], fill, datamodule.mean, generator
+            )
+            for split in SPLITS
+        }
+        return datamodule.with_images(images)
+    return datamodule.with_removal(
+        masks, fill=datamodule.mean if fill == "mean" else torch.zeros_like(datamodule.mean)
+    )
 
 
 def mask_spec(cfg: DictConfig, method: str, fraction: float) -> dict:

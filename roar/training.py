@@ -120,9 +120,12 @@ def train_classifier(
         (tested,) = trainer.test(
             classifier, datamodule=datamodule, ckpt_path="best", verbose=False, weights_only=True
         )
+    # Read back from the kept checkpoint rather than from this process's objects: under DDP (spawn) training
+    # runs in worker processes, and only the checkpoint's path comes back.
+    kept = torch.load(best.best_model_path, map_location="cpu", weights_only=True)
     return {
-        "state_dict": {k: v.cpu() for k, v in classifier.state_dict().items()},
-        "val_acc": float(best.best_model_score),
+        "state_dict": kept["state_dict"],
+        "val_acc": float(kept["callbacks"][best.state_key]["best_model_score"]),
         "test_acc": float(tested["test/acc"]),
     }
 

@@ -1,4 +1,13 @@
+from roar.models.cifar import resnet18_cifar, vgg_bn_cifar
 from roar.models.classifier import ImageClassifier
 from roar.models.small_cnn import SmallCNN
+from roar.models.zoo import torchvision_classifier, torchvision_net
 
-__all__ = ["ImageClassifier", "SmallCNN"]
+__all__ = [
+    "ImageClassifier",
+    "SmallCNN",
+    "resnet18_cifar",
+    "torchvision_classifier",
+    "torchvision_net",
+    "vgg_bn_cifar",
+]

@@ -20,6 +20,7 @@ from torch import nn
 from roar.cache import StageCache
 from roar.config import method_names
 from roar.data import TensorDataModule
+from roar.data.datamodule import unit_range
 from roar.pipeline import saliency_stage, train_stage
 from roar.removal import pixels_to_remove, removal_mask, remove
 from roar.report import Outputs
@@ -64,6 +65,7 @@ def grid(cfg: DictConfig, cache: StageCache, fractions: list[float], fill: str) 
     base = train_stage(cfg, cache, datamodule, cfg.seed)
     model = load_classifier(cfg.model, base).net.to(device_of(cfg.trainer))
     test = datamodule.splits["test"]
+    images = unit_range(test.images)  # the fills work in [0, 1]; stored images may be uint8
     maps = {
         method: saliency_stage(cfg, cache, method, base, datamodule)["test"] for method in method_names(cfg)
     }
@@ -78,8 +80,8 @@ def grid(cfg: DictConfig, cache: StageCache, fractions: list[float], fill: str) 
         for fraction in sorted(fractions):
             generator = torch.Generator().manual_seed(cfg.seed)
             mask = least_salient_mask(method_maps, fraction, generator)
-            perturbed = remove(test.images, mask, fill, datamodule.mean, generator)
-            change = logit_change(model, datamodule.normalize, test.images, perturbed, test.labels,
+            perturbed = remove(images, mask, fill, datamodule.mean, generator)
+            change = logit_change(model, datamodule.normalize, images, perturbed, test.labels,
                                   cfg.roar.saliency_batch_size)  # fmt: skip
             rows.append({"method": method, "fraction": fraction, "seed": cfg.seed,
                          "logit_change": change.mean().item()})  # fmt: skip
