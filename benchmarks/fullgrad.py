@@ -9,11 +9,8 @@ the medians of wall time. On a shared machine other processes inflate every wall
 more parallel regions more (each waits for both threads to be scheduled), so the bench also reports the
 ratio of CPU time with one thread: the work done, which other processes barely change.
 
-Memory: every measurement runs in a fresh process (`python -m benchmarks.fullgrad MODEL METHOD`) that
-builds the model and batch, runs the method once to warm up, records its resident set, resets the
-kernel's peak-RSS counter (/proc/self/clear_refs), runs the method again and reports peak RSS minus that
-baseline. glibc's mmap threshold is pinned (MALLOC_MMAP_THRESHOLD_) so that freed tensors go
-back to the kernel and the warm-up cannot pre-pay the measured run's memory.
+Memory: peak RSS of one call above the resident set before it, in a fresh process per measurement
+(benchmarks/measure.py).
 
 The authors' algorithm is re-implemented (not copied) for reference: module backward hooks paired with
 biases by registration order, psi on every layer tensor, every channel upsampled before the sum.
@@ -22,52 +19,32 @@ biases by registration order, psi on every layer tensor, every channel upsampled
 from __future__ import annotations
 
 import os
-import statistics
-import subprocess
 import sys
-import time
 import warnings
 
 import torch
 import torch.nn.functional as F
-import torchvision
 from torch import nn
 
+from benchmarks.measure import (
+    BATCH,
+    MODELS,
+    SHAPE,
+    THREADS,
+    batch,
+    build_model,
+    floor,
+    interleaved_medians,
+    measure_peak_here,
+    peak_memory_mib,
+)
 from roar.saliency import FullGrad
 from roar.saliency.fullgrad import effective_bias
 
-BATCH, SHAPE, THREADS, CLASSES = 64, (3, 32, 32), 2, 10
-MODELS = ("vgg11_bn", "resnet18")
 REPEATS = 15
 AUTHORS_REPEATS = 3
 TARGET_RATIO = 1.3
-WALL, CPU = 0, 1  # the clocks of _interleaved_medians
-
-
-def build_model(name: str) -> nn.Module:
-    """torchvision's `name` for 3 x 32 x 32 inputs and 10 classes, random weights, in eval mode."""
-    torch.manual_seed(0)
-    model = getattr(torchvision.models, name)(num_classes=CLASSES)
-    if name.startswith("vgg"):  # 32x32 inputs leave 512x1x1 features
-        model.avgpool = nn.Identity()
-        model.classifier[0] = nn.Linear(512, model.classifier[0].out_features)
-    for m in model.modules():  # non-trivial batch-norm statistics
-        if isinstance(m, nn.BatchNorm2d):
-            m.running_mean.uniform_(-0.5, 0.5)
-            m.running_var.uniform_(0.5, 2.0)
-    return model.eval()
-
-
-def batch() -> tuple[torch.Tensor, torch.Tensor]:
-    generator = torch.Generator().manual_seed(1)
-    return torch.randn(BATCH, *SHAPE, generator=generator), torch.arange(BATCH) % CLASSES
-
-
-def floor(model: nn.Module, x: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-    """One forward pass and the backward pass of the target logits to the input."""
-    x = x.detach().requires_grad_(True)
-    logits = model(x)
-    return torch.autograd.grad(logits.gather(1, target.view(-1, 1)).sum(), x)[0]
+WALL, CPU = 0, 1  # the clocks of interleaved_medians
 
 
 def fullgrad(model: nn.Module, x: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
@@ -109,45 +86,6 @@ def authors_fullgrad(model: nn.Module, x: torch.Tensor, target: torch.Tensor) ->
 METHODS = {"floor": floor, "fullgrad": fullgrad, "authors": authors_fullgrad}
 
 
-def _interleaved_medians(model, x, target, names: list[str], repeats: int) -> dict[str, tuple[float, float]]:
-    """name -> (median wall seconds, median CPU seconds of the process) over `repeats` interleaved runs."""
-    times: dict[str, list[tuple[float, float]]] = {name: [] for name in names}
-    for name in names:  # warm-up
-        METHODS[name](model, x, target)
-    for _ in range(repeats):
-        for name in names:
-            wall, cpu = time.perf_counter(), time.process_time()
-            METHODS[name](model, x, target)
-            times[name].append((time.perf_counter() - wall, time.process_time() - cpu))
-    return {name: tuple(statistics.median(column) for column in zip(*t)) for name, t in times.items()}
-
-
-def _status_kib(field: str) -> int:
-    with open("/proc/self/status") as f:
-        return next(int(line.split()[1]) for line in f if line.startswith(field + ":"))
-
-
-def peak_memory_mib(model_name: str, method: str) -> float:
-    """Peak RSS of one call of `method` above the process's resident set before it, in a fresh process."""
-    env = {**os.environ, "MALLOC_MMAP_THRESHOLD_": str(128 * 1024), "OMP_NUM_THREADS": str(THREADS)}
-    done = subprocess.run(
-        [sys.executable, "-m", "benchmarks.fullgrad", model_name, method],
-        env=env, capture_output=True, text=True, check=True,
-    )  # fmt: skip
-    return float(done.stdout.split()[-1])
-
-
-def _measure_memory_here(model_name: str, method: str) -> None:
-    torch.set_num_threads(THREADS)
-    model, (x, target) = build_model(model_name), batch()
-    METHODS[method](model, x, target)
-    baseline = _status_kib("VmRSS")
-    with open("/proc/self/clear_refs", "w") as f:
-        f.write("5")  # resets VmHWM, the peak resident set, to the current one
-    METHODS[method](model, x, target)
-    print((_status_kib("VmHWM") - baseline) / 1024)
-
-
 def _ratio(medians: dict[str, tuple[float, float]], name: str, clock: int) -> float:
     return medians[name][clock] / medians["floor"][clock]
 
@@ -162,12 +100,12 @@ def run() -> list[str]:
             fullgrad(model, x, target), authors_fullgrad(model, x, target), rtol=1e-4, atol=1e-4
         )
         torch.set_num_threads(THREADS)
-        medians = _interleaved_medians(model, x, target, ["floor", "fullgrad"], REPEATS)
-        reference = _interleaved_medians(model, x, target, ["floor", "authors"], AUTHORS_REPEATS)
+        medians = interleaved_medians(model, {"floor": floor, "fullgrad": fullgrad}, REPEATS)
+        reference = interleaved_medians(model, {"floor": floor, "authors": authors_fullgrad}, AUTHORS_REPEATS)
         # One thread's CPU time: the work done, insensitive to other processes on a shared machine.
         torch.set_num_threads(1)
-        one_thread = _interleaved_medians(model, x, target, ["floor", "fullgrad"], REPEATS)
-        memory = {method: peak_memory_mib(name, method) for method in ("floor", "fullgrad")}
+        one_thread = interleaved_medians(model, {"floor": floor, "fullgrad": fullgrad}, REPEATS)
+        memory = {method: peak_memory_mib(__name__, name, method) for method in ("floor", "fullgrad")}
         time_ratio, memory_ratio = _ratio(medians, "fullgrad", WALL), memory["fullgrad"] / memory["floor"]
         verdict = "ok" if max(time_ratio, memory_ratio) <= TARGET_RATIO else f"MISSES {TARGET_RATIO}x"
         rows += [
@@ -182,4 +120,9 @@ def run() -> list[str]:
 
 
 if __name__ == "__main__":
-    _measure_memory_here(*sys.argv[1:])
+    if sys.argv[1:2] == ["--memory"]:
+        torch.set_num_threads(THREADS)
+        _, model_name, method = sys.argv[1:]
+        print(f"{measure_peak_here(build_model(model_name), METHODS[method]):.1f}")
+    else:
+        print("\n".join(run()))

@@ -60,19 +60,27 @@ def floor(model: nn.Module, x: torch.Tensor, target: torch.Tensor) -> torch.Tens
     return torch.autograd.grad(logits.gather(1, target.view(-1, 1)).sum(), x)[0]
 
 
-def time_ratio(model: nn.Module, method: Call, repeats: int) -> tuple[float, float]:
-    """(median seconds of `method`, that over the median seconds of the floor), measured interleaved."""
+def interleaved_medians(
+    model: nn.Module, calls: dict[str, Call], repeats: int
+) -> dict[str, tuple[float, float]]:
+    """name -> (median wall seconds, median CPU seconds of this process) over `repeats` interleaved runs of
+    `calls`, after one warm-up call of each."""
     x, target = batch()
-    times: dict[Call, list[float]] = {floor: [], method: []}
-    for call in times:  # warm-up
+    times: dict[str, list[tuple[float, float]]] = {name: [] for name in calls}
+    for call in calls.values():
         call(model, x, target)
     for _ in range(repeats):
-        for call, spent in times.items():
-            start = time.perf_counter()
+        for name, call in calls.items():
+            wall, cpu = time.perf_counter(), time.process_time()
             call(model, x, target)
-            spent.append(time.perf_counter() - start)
-    seconds = statistics.median(times[method])
-    return seconds, seconds / statistics.median(times[floor])
+            times[name].append((time.perf_counter() - wall, time.process_time() - cpu))
+    return {name: tuple(statistics.median(column) for column in zip(*t)) for name, t in times.items()}
+
+
+def time_ratio(model: nn.Module, method: Call, repeats: int) -> tuple[float, float]:
+    """(median wall seconds of `method`, that over the median wall seconds of the floor)."""
+    medians = interleaved_medians(model, {"floor": floor, "method": method}, repeats)
+    return medians["method"][0], medians["method"][0] / medians["floor"][0]
 
 
 def _status_kib(field: str) -> int:

@@ -10,7 +10,7 @@ import torch.nn.functional as F
 from captum.attr import NoiseTunnel
 from torch import nn
 
-from benchmarks.fullgrad import build_model
+from benchmarks.measure import build_model
 from roar.data import DigitsDataModule
 from roar.models import SmallCNN
 from roar.saliency import FullGrad, SimpleFullGrad, SmoothFullGrad
