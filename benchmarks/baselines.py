@@ -24,7 +24,7 @@ from benchmarks.measure import (
     THREADS,
     build_model,
     floor,
-    measure_peak_here,
+    main,
     peak_memory_mib,
     time_ratio,
 )
@@ -95,9 +95,4 @@ def run() -> list[str]:
 
 
 if __name__ == "__main__":
-    if sys.argv[1:2] == ["--memory"]:
-        torch.set_num_threads(THREADS)
-        _, model_name, method = sys.argv[1:]
-        print(f"{measure_peak_here(build_model(model_name), call_of(method)):.1f}")
-    else:
-        print("\n".join(run()))
+    main(call_of, run)

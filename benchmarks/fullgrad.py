@@ -19,7 +19,6 @@ biases by registration order, psi on every layer tensor, every channel upsampled
 from __future__ import annotations
 
 import os
-import sys
 import warnings
 
 import torch
@@ -35,7 +34,7 @@ from benchmarks.measure import (
     build_model,
     floor,
     interleaved_medians,
-    measure_peak_here,
+    main,
     peak_memory_mib,
 )
 from roar.saliency import FullGrad
@@ -120,9 +119,4 @@ def run() -> list[str]:
 
 
 if __name__ == "__main__":
-    if sys.argv[1:2] == ["--memory"]:
-        torch.set_num_threads(THREADS)
-        _, model_name, method = sys.argv[1:]
-        print(f"{measure_peak_here(build_model(model_name), METHODS[method]):.1f}")
-    else:
-        print("\n".join(run()))
+    main(METHODS.get, run)

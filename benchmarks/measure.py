@@ -107,3 +107,14 @@ def peak_memory_mib(module: str, model_name: str, method: str) -> float:
         env=env, capture_output=True, text=True, check=True,
     )  # fmt: skip
     return float(done.stdout.split()[-1])
+
+
+def main(call_of: Callable[[str], Call], run: Callable[[], list[str]]) -> None:
+    """A saliency benchmark module's entry point: its rows, or, with `--memory MODEL METHOD` (how
+    `peak_memory_mib` calls it), the peak memory of one call of `call_of(METHOD)` on MODEL."""
+    if sys.argv[1:2] == ["--memory"]:
+        torch.set_num_threads(THREADS)
+        _, model_name, method = sys.argv[1:]
+        print(f"{measure_peak_here(build_model(model_name), call_of(method)):.1f}")
+    else:
+        print("\n".join(run()))
