@@ -5,18 +5,20 @@ from __future__ import annotations
 import importlib
 import sys
 
-# Each module has run() -> list of printable rows; modules are added as the benchmarks are written.
+import torch
+
+# Each module has run() -> list of printable rows.
 BENCHMARKS: list[str] = ["fullgrad", "baselines", "road", "training", "datapath"]
 
 
 def main(names: list[str]) -> None:
+    threads = torch.get_num_threads()
     for name in names or BENCHMARKS:
+        torch.set_num_threads(threads)  # a module may change it for its own rows
         module = importlib.import_module(f"benchmarks.{name}")
         print(f"== {name}")
         for row in module.run():
             print(row)
-    if not (names or BENCHMARKS):
-        print("no benchmarks registered yet")
 
 
 if __name__ == "__main__":

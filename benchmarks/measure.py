@@ -61,25 +61,29 @@ def floor(model: nn.Module, x: torch.Tensor, target: torch.Tensor) -> torch.Tens
 
 
 def interleaved_medians(
-    model: nn.Module, calls: dict[str, Call], repeats: int
+    model: nn.Module, calls: dict[str, Call], repeats: int, runs_per_round: dict[str, int] | None = None
 ) -> dict[str, tuple[float, float]]:
-    """name -> (median wall seconds, median CPU seconds of this process) over `repeats` interleaved runs of
-    `calls`, after one warm-up call of each."""
+    """name -> (median wall seconds, median CPU seconds of this process) over `repeats` interleaved rounds of
+    `calls`, after one warm-up call of each. `runs_per_round` calls some of them several times a round: a
+    cheap reference next to a slow method gets enough samples for a steady median."""
     x, target = batch()
     times: dict[str, list[tuple[float, float]]] = {name: [] for name in calls}
     for call in calls.values():
         call(model, x, target)
     for _ in range(repeats):
         for name, call in calls.items():
-            wall, cpu = time.perf_counter(), time.process_time()
-            call(model, x, target)
-            times[name].append((time.perf_counter() - wall, time.process_time() - cpu))
+            for _ in range((runs_per_round or {}).get(name, 1)):
+                wall, cpu = time.perf_counter(), time.process_time()
+                call(model, x, target)
+                times[name].append((time.perf_counter() - wall, time.process_time() - cpu))
     return {name: tuple(statistics.median(column) for column in zip(*t)) for name, t in times.items()}
 
 
-def time_ratio(model: nn.Module, method: Call, repeats: int) -> tuple[float, float]:
-    """(median wall seconds of `method`, that over the median wall seconds of the floor)."""
-    medians = interleaved_medians(model, {"floor": floor, "method": method}, repeats)
+def time_ratio(model: nn.Module, method: Call, repeats: int, floor_runs: int = 1) -> tuple[float, float]:
+    """(median wall seconds of `method`, that over the median wall seconds of the floor), with `floor_runs`
+    floor calls in every round."""
+    calls = {"floor": floor, "method": method}
+    medians = interleaved_medians(model, calls, repeats, {"floor": floor_runs})
     return medians["method"][0], medians["method"][0] / medians["floor"][0]
 
 
