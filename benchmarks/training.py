@@ -27,7 +27,7 @@ from benchmarks.timing import NO_CUDA, config, interleaved, synchronize
 from roar.data import RandomCropFlip, Split, TensorDataModule
 from roar.training import train_classifier
 
-IMAGES, EPOCHS, ROUNDS = 8192, 2, 3
+IMAGES, EPOCHS, ROUNDS = 8192, 2, 5
 CIFAR10_ROOT = Path(os.environ.get("ROAR_CIFAR10_ROOT", "data/cifar10"))
 
 

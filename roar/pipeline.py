@@ -7,6 +7,7 @@ configuration values that determine it.
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from pathlib import Path
 
 import torch
@@ -40,15 +41,28 @@ def training_spec(cfg: DictConfig, seed: int, data: dict | None) -> dict:
 
 
 def train_stage(
-    cfg: DictConfig, cache: StageCache, datamodule: TensorDataModule, seed: int, data=None
+    cfg: DictConfig,
+    cache: StageCache,
+    datamodule: TensorDataModule | Callable[[], TensorDataModule],
+    seed: int,
+    data=None,
 ) -> dict:
+    """The trained model's record (cached). `datamodule` may be a function that builds it: it is then
+    built only if the stage is computed, so a cache hit skips work such as ROAD's imputation."""
     spec = training_spec(cfg, seed, data)
     label = "unmodified" if data is None else f"{data['method']} {100 * data['fraction']:.0f}% removed"
     label = f"{label}, seed {seed}"
     return cache.get_or_compute(
         "train",
         spec,
-        lambda workdir: train_classifier(cfg.model, cfg.trainer, datamodule, seed, workdir, label),
+        lambda workdir: train_classifier(
+            cfg.model,
+            cfg.trainer,
+            datamodule if isinstance(datamodule, TensorDataModule) else datamodule(),
+            seed,
+            workdir,
+            label,
+        ),
     )
 
 

@@ -6,6 +6,7 @@ from pathlib import Path
 
 from roar.app import experiment
 from roar.data.datamodule import SPLITS
+from roar.tasks import roar as roar_task
 from tests.conftest import TINY, compose_config
 
 
@@ -41,14 +42,19 @@ def test_cli_runs_the_whole_grid_and_writes_every_cell(run_roar, tmp_path):
     assert list((wandb_run / "files" / "media" / "images").glob("roar_curve_*.png"))
 
 
-def test_second_run_reuses_the_base_model_and_maps_and_a_changed_value_recomputes(tmp_path):
+def test_second_run_reuses_the_base_model_and_maps_and_a_changed_value_recomputes(tmp_path, monkeypatch):
     overrides = (*TINY, "logger=none", "roar.fractions=[0.5]")
     first = experiment(compose_config(tmp_path, *overrides, "paths.output_dir=" + str(tmp_path / "a")))
     assert {s["status"] for s in _stages(first)} == {"computed"}
 
+    # A reused cell does not even build its modified dataset (ROAD's imputation is costly).
+    built = []
+    monkeypatch.setattr(roar_task, "removed_datamodule", lambda *args: built.append(args))
     second = experiment(compose_config(tmp_path, *overrides, "paths.output_dir=" + str(tmp_path / "b")))
     assert {s["status"] for s in _stages(second)} == {"reused"}
     assert _rows(first) == _rows(second)
+    assert built == []
+    monkeypatch.undo()
 
     changed = experiment(
         compose_config(

@@ -63,7 +63,7 @@ class ImageClassifier(pl.LightningModule):
         logits = self(images)
         loss = self.loss(logits, labels)
         accuracy = self.accuracy[f"{split}_acc"]
-        accuracy(logits, labels)
+        accuracy.update(logits, labels)  # not forward(): only the epoch's value is logged
         self.log(f"{split}/loss", loss, on_step=False, on_epoch=True, batch_size=len(labels))
         self.log(f"{split}/acc", accuracy, on_step=False, on_epoch=True, prog_bar=split != "test")
         return loss

@@ -7,6 +7,7 @@ then sits at fraction 1 (everything kept) instead of 0.
 from __future__ import annotations
 
 import logging
+from functools import partial
 from pathlib import Path
 
 from hydra.utils import instantiate
@@ -44,7 +45,9 @@ def grid(cfg: DictConfig, cache: StageCache) -> list[dict]:
         maps = saliency_stage(cfg, cache, method, base, datamodule)
         for fraction in fractions:
             for seed in cfg.seeds:
-                modified = removed_datamodule(datamodule, maps, fraction, seed, cfg.roar.mode, cfg.roar.fill)
+                modified = partial(
+                    removed_datamodule, datamodule, maps, fraction, seed, cfg.roar.mode, cfg.roar.fill
+                )
                 trained = train_stage(cfg, cache, modified, seed, removal_spec(cfg, method, fraction))
                 rows.append(_row(method, fraction, seed, trained))
     return rows
