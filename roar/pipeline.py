@@ -18,7 +18,7 @@ from roar import saliency
 from roar.cache import StageCache, spec_key
 from roar.data import TensorDataModule
 from roar.data.datamodule import SPLITS, unit_range
-from roar.removal import ranking_reduction, removal_mask, remove
+from roar.removal import fill_value, ranking_reduction, removal_mask, remove
 from roar.training import device_of, load_classifier, train_classifier
 
 log = logging.getLogger(__name__)
@@ -138,9 +138,7 @@ def removed_datamodule(
             for split in SPLITS
         }
         return datamodule.with_images(images)
-    return datamodule.with_removal(
-        masks, fill=datamodule.mean if fill == "mean" else torch.zeros_like(datamodule.mean)
-    )
+    return datamodule.with_removal(masks, fill=fill_value(fill, datamodule.mean))
 
 
 def mask_spec(cfg: DictConfig, method: str, fraction: float) -> dict:

@@ -81,6 +81,11 @@ def remove(
     per-channel training-set mean, `generator` draws ROAD's noise."""
     if fill == "road":
         return noisy_linear_impute(images, mask, generator)
-    if fill not in FILLS:
+    return replace_pixels(images, mask, fill_value(fill, mean))
+
+
+def fill_value(fill: str, mean: torch.Tensor) -> torch.Tensor:
+    """The raw per-channel value of a constant fill ("mean" or "zero")."""
+    if fill not in ("mean", "zero"):
         raise ValueError(f"unknown fill {fill!r}; choose from {FILLS}")
-    return replace_pixels(images, mask, mean if fill == "mean" else torch.zeros_like(mean))
+    return mean if fill == "mean" else torch.zeros_like(mean)
