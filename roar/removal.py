@@ -79,6 +79,7 @@ def remove(
 ) -> torch.Tensor:
     """Raw images with the masked pixels (or elements) filled by `fill` (see FILLS); `mean` is the
     per-channel training-set mean, `generator` draws ROAD's noise."""
+    mask = mask.to(images.device)  # maps (hence masks) live on the CPU; images may sit on the GPU
     if fill == "road":
         return noisy_linear_impute(images, mask, generator)
     return replace_pixels(images, mask, fill_value(fill, mean))

@@ -12,7 +12,8 @@ class RandomCropFlip:
 
     torchvision's transforms draw one set of parameters per call, which on a batch means one crop for all
     its images; here each image's window (flipped or not) is cut from the padded batch with one gather.
-    Batches arrive normalised, so the zero padding is the training mean: the value removed pixels take.
+    Batches arrive normalised, so the zero padding is the training mean (also the value removed pixels
+    take under `roar.fill=mean`).
     """
 
     def __init__(self, padding: int = 4, flip: bool = True):

@@ -102,7 +102,9 @@ class TensorDataModule(pl.LightningDataModule):
         batch_size: int = 64,
         augment: Callable[[torch.Tensor], torch.Tensor] | None = None,
         on_device: bool = True,
+        statistics: tuple[torch.Tensor, torch.Tensor] | None = None,
     ):
+        """`statistics`: the per-channel (mean, std) to normalise with; by default the train split's."""
         super().__init__()
         missing = set(SPLITS) - set(splits)
         if missing:
@@ -112,7 +114,7 @@ class TensorDataModule(pl.LightningDataModule):
         self.batch_size = batch_size
         self.augment = augment
         self.on_device = on_device
-        self.mean, self.std = channel_statistics(splits["train"].images)
+        self.mean, self.std = statistics or channel_statistics(splits["train"].images)
         # The raw per-channel value removed pixels take (set by with_removal).
         self.fill: torch.Tensor | None = None
 
@@ -135,8 +137,10 @@ class TensorDataModule(pl.LightningDataModule):
 
     def _derived(self, splits: dict[str, Split], fill: torch.Tensor | None) -> TensorDataModule:
         # A modified dataset keeps the unmodified training statistics: the network sees what it would see.
-        clone = TensorDataModule(splits, self.num_classes, self.batch_size, self.augment, self.on_device)
-        clone.mean, clone.std, clone.fill = self.mean, self.std, fill
+        clone = TensorDataModule(
+            splits, self.num_classes, self.batch_size, self.augment, self.on_device, (self.mean, self.std)
+        )
+        clone.fill = fill
         return clone
 
     def normalize(self, images: torch.Tensor) -> torch.Tensor:
