@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import csv
 from collections import defaultdict
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from pathlib import Path
 
 import matplotlib
@@ -191,26 +191,24 @@ def publish(
     rows: list[dict],
     out_dir: Path,
     logger=None,
-    title: str | None = None,
     galleries=(),
     outputs: Outputs = Outputs(),
 ) -> None:
     """Everything a report holds, written to `out_dir` (`outputs.csv`, `outputs.curve`, summary.md with the
     table and the ranking by area under the curve, summary.csv with the ranking), sent to `logger` and
-    printed; every task, and `roar-report` over a sweep, ends here. `title` overrides `outputs.title`."""
-    out = replace(outputs, title=title) if title else outputs
-    write_csv(rows, out_dir / out.csv, out.columns)
-    plot_curve(rows, out_dir / out.curve, out.title, value=out.value, xlabel=out.xlabel, ylabel=out.ylabel,
-               chance=out.chance, logx=out.logx)  # fmt: skip
-    table = summary_table(rows, out.value)
-    ranking = summarize(rows, out.lower_is_better, out.value, out.reference)
-    ranked = ranking_markdown(ranking, out.value, out.lower_is_better)
+    printed; every task, and `roar-report` over a sweep, ends here."""
+    write_csv(rows, out_dir / outputs.csv, outputs.columns)
+    plot_curve(rows, out_dir / outputs.curve, outputs.title, value=outputs.value, xlabel=outputs.xlabel,
+               ylabel=outputs.ylabel, chance=outputs.chance, logx=outputs.logx)  # fmt: skip
+    table = summary_table(rows, outputs.value)
+    ranking = summarize(rows, outputs.lower_is_better, outputs.value, outputs.reference)
+    ranked = ranking_markdown(ranking, outputs.value, outputs.lower_is_better)
     (out_dir / "summary.md").write_text(
-        f"# {out.title}\n\n{out.ylabel[0].upper()}{out.ylabel[1:]}.\n\n{table}\n\n{ranked}\n"
+        f"# {outputs.title}\n\n{outputs.ylabel[0].upper()}{outputs.ylabel[1:]}.\n\n{table}\n\n{ranked}\n"
     )
     write_ranking(ranking, out_dir / "summary.csv")
     if logger is not None:
-        log_results(logger, rows, out_dir / out.curve, list(galleries), out)
+        log_results(logger, rows, out_dir / outputs.curve, list(galleries), outputs)
         close_logger(logger)
     print("\n" + table + "\n\n" + ranked)
 
