@@ -7,6 +7,8 @@ from pathlib import Path
 
 import torch
 from hydra.core.override_parser.overrides_parser import OverridesParser
+from hydra.core.override_parser.types import Glob
+from hydra.errors import OverrideParseException
 from omegaconf import DictConfig, ListConfig, OmegaConf
 from torch import nn
 
@@ -57,6 +59,10 @@ def validate(cfg: DictConfig) -> None:
     _check_fractions(cfg.roar.fractions, "roar.fractions", "[0, 1)", lambda f: 0 <= f < 1)
     _check_evaluation(cfg, methods)
 
+    _check(
+        isinstance(cfg.seeds, ListConfig) and len(cfg.seeds) > 0,
+        "seeds: give a non-empty list, e.g. seeds=[0,1]",
+    )
     seeds = [cfg.seed, *cfg.seeds]
     for seed in seeds:
         _check(isinstance(seed, Integral) and seed >= 0, f"seed: {seed!r} is not a non-negative integer")
@@ -66,6 +72,8 @@ def validate(cfg: DictConfig) -> None:
         accelerator not in ("gpu", "cuda") or torch.cuda.is_available(),
         f"trainer.accelerator: {accelerator}, but no CUDA device is visible; use trainer=cpu",
     )
+
+    _check_explain(cfg.explain)
 
     epochs = cfg.trainer.get("max_epochs")
     _check(
@@ -83,6 +91,22 @@ def _check_fractions(fractions, key: str, interval: str, inside) -> None:
         )
 
 
+# explain.target: which class each gallery map explains.
+EXPLAIN_TARGETS = ("label", "predicted")
+
+
+def _check_explain(options: DictConfig) -> None:
+    n = options.num_images
+    _check(
+        isinstance(n, Integral) and not isinstance(n, bool) and n >= 1,
+        f"explain.num_images: {n!r} must be a positive integer",
+    )
+    _check(
+        options.target in EXPLAIN_TARGETS,
+        f"explain.target: {options.target!r} is not one of {', '.join(EXPLAIN_TARGETS)}",
+    )
+
+
 def _check_evaluation(cfg: DictConfig, methods: list[str]) -> None:
     """How pixels are ranked, removed and filled (roar.*, and a task's own fractions and fill)."""
     for key, choices in (("rank_by", RANK_BY), ("mode", MODES), ("fill", FILLS)):
@@ -90,6 +114,11 @@ def _check_evaluation(cfg: DictConfig, methods: list[str]) -> None:
         _check(value in choices, f"roar.{key}: {value!r} is not one of {', '.join(choices)}")
     _check(
         isinstance(cfg.roar.get("signed"), bool), f"roar.signed: {cfg.roar.get('signed')!r} is not true/false"
+    )
+    # Fraction 0 of ROAR is the unmodified data, always part of the grid: a grid needs one more.
+    _check(
+        cfg.roar.mode != "roar" or any(f > 0 for f in cfg.roar.fractions),
+        "roar.fractions: give at least one fraction above 0 (0 is the unmodified data, always included)",
     )
     if "fractions" in cfg.task:
         _check_fractions(cfg.task.fractions, "task.fractions", "(0, 1)", lambda f: 0 < f < 1)
@@ -107,7 +136,12 @@ def check_group_choices(overrides: list[str], config_dir: Path) -> None:
 
     Hydra would reject them too, but with a page of text; this says it in one line, before anything runs.
     """
-    parsed = OverridesParser.create().parse_overrides([o for o in overrides if not o.startswith("-")])
+    if any(o.startswith("hydra.searchpath") for o in overrides):
+        return  # options may come from elsewhere; Hydra checks them
+    try:
+        parsed = OverridesParser.create().parse_overrides([o for o in overrides if not o.startswith("-")])
+    except OverrideParseException as error:
+        raise ConfigError(f"cannot parse the overrides: {str(error).splitlines()[0]}") from None
     parsed = [o for o in parsed if not o.is_delete()]
     for override in parsed:
         group = override.key_or_group
@@ -125,4 +159,6 @@ def _choices(value) -> list:
         return [c for v in value for c in _choices(v)]
     if hasattr(value, "list"):  # a sweep such as method=fullgrad,random
         return [c for v in value.list for c in _choices(v)]
+    if isinstance(value, Glob):  # a sweep over options by pattern: Hydra expands it
+        return []
     return [value]

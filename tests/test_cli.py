@@ -11,6 +11,7 @@ import pytest
         ("roar.fractions=[0.5,1.0]", "roar.fractions: 1.0 is outside [0, 1)"),
         ("roar.fractions=[-0.1]", "roar.fractions: -0.1 is outside [0, 1)"),
         ("trainer.max_epochs=-3", "trainer.max_epochs: -3 must be a positive integer"),
+        ("method=[fullgrad", "cannot parse the overrides: "),
     ],
 )
 def test_bad_override_fails_with_one_line_before_training(run_roar, tmp_path, override, message):

@@ -7,9 +7,9 @@ import pytest
 import torch
 
 from roar import saliency
-from roar.app import experiment
+from roar.app import CONFIG_DIR, experiment
 from roar.cache import spec_key
-from roar.config import ConfigError, validate
+from roar.config import ConfigError, check_group_choices, validate
 from roar.models import SmallCNN
 from roar.pipeline import removal_spec, saliency_spec, training_spec
 from roar.removal import ranking_reduction, removal_mask
@@ -29,6 +29,12 @@ from tests.conftest import compose_config
             ["method=[oracle,random]"],
             "method: oracle returns the true informative pixels and needs a dataset",
         ),
+        (["roar.fractions=[0.0]"], "roar.fractions: give at least one fraction above 0"),
+        (["seeds=[]"], "seeds: give a non-empty list"),
+        (["seeds=3"], "seeds: give a non-empty list"),
+        # Checked with the rest of the configuration, before any data is loaded.
+        (["task=explain", "explain.target=foo"], "explain.target: 'foo' is not one of label, predicted"),
+        (["task=explain", "explain.num_images=0"], "explain.num_images: 0 must be a positive integer"),
     ],
 )
 def test_bad_evaluation_options_are_named(tmp_path, overrides, message):
@@ -38,6 +44,20 @@ def test_bad_evaluation_options_are_named(tmp_path, overrides, message):
 
 def test_the_oracle_is_accepted_on_the_synthetic_dataset(tmp_path):
     validate(compose_config(tmp_path, "method=[oracle,random]", "dataset=synthetic"))
+
+
+def test_the_gallery_shows_the_oracle_on_the_synthetic_dataset(tmp_path):
+    cfg = compose_config(
+        tmp_path, "task=explain", "dataset=synthetic", "method=[oracle,random]", "trainer.max_epochs=1",
+        "explain.num_images=2", "logger=none",
+    )  # fmt: skip
+    assert (experiment(cfg) / "gallery.png").stat().st_size > 0
+
+
+def test_group_sweeps_by_pattern_pass_the_early_check_and_a_typo_is_one_line():
+    check_group_choices(["method=glob(*)"], CONFIG_DIR)
+    with pytest.raises(ConfigError, match=r"^cannot parse the overrides: "):
+        check_group_choices(["method=[fullgrad"], CONFIG_DIR)
 
 
 def test_bad_option_on_the_command_line_is_one_line_before_any_compute(run_roar, tmp_path):

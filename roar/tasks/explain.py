@@ -5,7 +5,6 @@ a gallery after a ROAR run reuses its model."""
 from __future__ import annotations
 
 import logging
-from numbers import Integral
 from pathlib import Path
 
 import matplotlib
@@ -27,19 +26,14 @@ from roar.training import device_of, load_classifier  # noqa: E402
 
 log = logging.getLogger(__name__)
 
-TARGETS = ("label", "predicted")
 CELL_INCHES, DPI = 1.6, 100
 GALLERY = "gallery.png"
 
 
 def check_options(options: DictConfig, test_images: int) -> None:
-    n = options.num_images
-    if not isinstance(n, Integral) or isinstance(n, bool) or n < 1:
-        raise ConfigError(f"explain.num_images: {n!r} must be a positive integer")
-    if n > test_images:
-        raise ConfigError(f"explain.num_images: {n} exceeds the {test_images} test images")
-    if options.target not in TARGETS:
-        raise ConfigError(f"explain.target: {options.target!r} is not one of {', '.join(TARGETS)}")
+    """What only the loaded data can tell (roar/config.py checks the rest before anything runs)."""
+    if options.num_images > test_images:
+        raise ConfigError(f"explain.num_images: {options.num_images} exceeds the {test_images} test images")
 
 
 def explain_images(
@@ -53,8 +47,9 @@ def explain_images(
     with torch.no_grad():
         predicted = net(inputs).argmax(1).cpu()
     targets = labels if cfg.explain.target == "label" else predicted
+    truth = datamodule.ground_truth["test"][: cfg.explain.num_images] if datamodule.ground_truth else None
     maps = {
-        name: saliency.create(name, net, **cfg.method[name]).pixel_maps(inputs, targets).cpu()
+        name: saliency.create(name, net, **cfg.method[name]).pixel_maps(inputs, targets, truth).cpu()
         for name in method_names(cfg)
     }
     return images, labels, predicted, maps
