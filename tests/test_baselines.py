@@ -180,9 +180,11 @@ def test_gradcam_default_layer_is_the_last_conv_block_for_any_model():
     assert spatial_modules(resnet, cifar)[-1] == "layer3"  # layer4 is 1x1 at 32x32
     assert spatial_modules(resnet, torch.randn(1, 3, 64, 64))[-1] == "layer4"
     vgg = torchvision.models.vgg11_bn(num_classes=10).eval()
+    # Unmodified: its avgpool copies the 1x1 features to 7x7, which would give a constant map.
+    assert spatial_modules(vgg, cifar)[-1] == "features.27"  # the last ReLU; its max-pool leaves 1x1
     vgg.avgpool = nn.Identity()  # resized for 512x1x1 features, as for 32x32 inputs
     vgg.classifier[0] = nn.Linear(512, 4096)
-    assert spatial_modules(vgg, cifar)[-1] == "features.27"  # the last ReLU; its max-pool leaves 1x1
+    assert spatial_modules(vgg, cifar)[-1] == "features.27"
 
 
 @pytest.mark.parametrize("cls", [GradCam, GradCamPlusPlus])

@@ -37,7 +37,8 @@ METHODS = {
 
 
 def create(name: str, model: nn.Module, reduce: str = "abs_sum", **params) -> PixelSaliency:
-    """The saliency method `name` for `model` (in eval mode), with per-pixel maps on the model's device."""
+    """The saliency method `name` for `model` (which must already be in eval mode), with per-pixel maps on the
+    model's device."""
     if name not in METHODS:
         raise ValueError(f"unknown saliency method {name!r}; available: {', '.join(sorted(METHODS))}")
     device = next(model.parameters(), torch.empty(0)).device

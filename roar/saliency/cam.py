@@ -3,8 +3,10 @@ computed at one layer and upsampled bilinearly to the input size.
 
 The layer is named as in `model.named_modules()` (e.g. "6" in an nn.Sequential, "layer4" in a ResNet).
 By default it is the last conv block, found for any model by this rule: among the modules whose output has
-the input's rank and more than one spatial position, the one whose forward call finishes last, in a probe
-forward pass of one image. Later modules (global pooling, flatten, the classifier) have no spatial extent;
+the input's rank and more than one spatial position, and no more positions than their input, the one whose
+forward call finishes last, in a probe forward pass of one image. Later modules (global pooling, flatten,
+the classifier) have no spatial extent, and a pooling that copies 1x1 features to 7x7 (torchvision VGG's
+avgpool at small inputs) only spreads them;
 a container finishes after its children, so the outermost module producing that output is chosen (a
 ResNet's "layer4" rather than its last ReLU, which runs twice per block). For torchvision's VGG on 32x32
 inputs that is "features.27", the ReLU of the last conv block (2x2), since its final max-pool leaves 1x1.
@@ -20,13 +22,21 @@ from torch import nn
 
 
 def spatial_modules(model: nn.Module, inputs: torch.Tensor) -> list[str]:
-    """Names of the modules whose output has the inputs' rank and more than one spatial position, in the
-    order their forward calls finish, from a gradient-free forward pass of the first input."""
+    """Names of the modules whose output has the inputs' rank, more than one spatial position and no more
+    than their input, in the order their forward calls finish, from a gradient-free forward pass of the
+    first input."""
     finished: list[str] = []
 
     def record(name):
         def hook(module, args, output):
-            if isinstance(output, torch.Tensor) and output.ndim == inputs.ndim and output[0, 0].numel() > 1:
+            if not (isinstance(output, torch.Tensor) and output.ndim == inputs.ndim):
+                return
+            positions = output[0, 0].numel()
+            source = args[0] if args and isinstance(args[0], torch.Tensor) else None
+            # A module that spreads fewer positions over more (torchvision VGG's avgpool copying 1x1
+            # features to 7x7) adds no spatial information: a CAM there would be constant.
+            spreads = source is not None and source.ndim == inputs.ndim and source[0, 0].numel() < positions
+            if positions > 1 and not spreads:
                 finished.append(name)
 
         return hook

@@ -264,6 +264,7 @@ class FullGrad(GradientAttribution):
         """Maps (N, 1, *spatial) on the inputs' device for `target` (None: the predicted class; an int; an
         (N,) tensor). With `return_convergence_delta`, also the completeness delta f - sum of all terms
         (N,), from the same backward pass."""
+        inputs = inputs.detach()  # the maps need no graph back to the caller's inputs
         layer_maps, totals = _MapSum(), torch.zeros(len(inputs), dtype=inputs.dtype, device=inputs.device)
 
         def on_term(call: LayerCall, grad: torch.Tensor, bias: torch.Tensor) -> None:
@@ -376,6 +377,7 @@ class SmoothFullGrad(FullGrad):
     def attribute(self, inputs: torch.Tensor, target=None, return_convergence_delta: bool = False):
         """Maps (N, 1, *spatial) on the inputs' device. With `return_convergence_delta`, also the mean over
         the noisy copies of f - sum of all terms, (N,)."""
+        inputs = inputs.detach()  # the maps need no graph back to the caller's inputs
         if target is None:
             check_eval_mode(self.model)
             with torch.no_grad():
