@@ -85,7 +85,10 @@ def merged_rows(dirs: list[Path]) -> list[dict]:
                 )
             cells[cell] = (row, run_dir)
     if not cells:
-        raise ConfigError(f"no results.csv in any run directory under {', '.join(map(str, dirs))}")
+        raise ConfigError(
+            f"no results.csv in any run directory under {', '.join(map(str, dirs))} "
+            "(roar-report merges task=roar runs)"
+        )
     return [row for row, _ in cells.values()]
 
 
