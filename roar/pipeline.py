@@ -67,12 +67,16 @@ def train_stage(
 
 
 def saliency_spec(cfg: DictConfig, method: str) -> dict:
-    return {
+    params = _plain(cfg.method[method])
+    spec = {
         "base": spec_key(training_spec(cfg, cfg.seed, None)),
         "method": method,
-        "params": _plain(cfg.method[method]),
+        "params": params,
         "reduce": method_reduction(cfg, method),
     }
+    if "seed" in params:  # a seeded method draws its noise batch by batch: the batching shapes its maps
+        spec["batch_size"] = cfg.roar.saliency_batch_size
+    return spec
 
 
 def method_reduction(cfg: DictConfig, method: str) -> str:

@@ -94,6 +94,11 @@ def test_each_option_changes_the_keys_of_exactly_the_stages_it_affects(tmp_path,
     assert {stage for stage in default if default[stage] != other[stage]} == changed
 
 
+def test_the_saliency_batch_size_is_in_the_key_of_methods_that_draw_noise(tmp_path):
+    noisy = [compose_config(tmp_path, "method=smoothgrad", f"roar.saliency_batch_size={b}") for b in (256, 7)]
+    assert spec_key(saliency_spec(noisy[0], "smoothgrad")) != spec_key(saliency_spec(noisy[1], "smoothgrad"))
+
+
 def test_a_road_run_reuses_the_base_model_and_maps_of_a_mean_run(tmp_path):
     common = ("method=random", "roar.fractions=[0.5]", "trainer.max_epochs=2", "logger=none")
     experiment(compose_config(tmp_path, *common, f"paths.output_dir={tmp_path}/mean"))
