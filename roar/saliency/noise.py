@@ -50,19 +50,13 @@ class NoisyGradients(ABC):
         self.n_samples = n_samples
         self.noise_level = noise_level
         self.samples_per_pass = samples_per_pass
-        self.seed = seed
-        self.generator: torch.Generator | None = None
-
-    def _generator(self, device: torch.device) -> torch.Generator:
-        # One stream per method object, created on the inputs' device at the first call.
-        if self.generator is None or self.generator.device != device:
-            self.generator = torch.Generator(device=device).manual_seed(self.seed)
-        return self.generator
+        # One stream per method object, drawn on the CPU (as SmoothFullGrad's and random's): the same seed
+        # gives the same maps on any device.
+        self.generator = torch.Generator().manual_seed(seed)
 
     def _noisy_copies(self, inputs: torch.Tensor, sigma: torch.Tensor, copies: int) -> torch.Tensor:
-        generator = self._generator(inputs.device)
         noise = [
-            torch.randn(inputs.shape, generator=generator, device=inputs.device, dtype=inputs.dtype) * sigma
+            torch.randn(inputs.shape, generator=self.generator, dtype=inputs.dtype).to(inputs.device) * sigma
             for _ in range(copies)
         ]
         return (inputs.repeat(copies, *[1] * (inputs.ndim - 1)) + torch.cat(noise)).requires_grad_()
