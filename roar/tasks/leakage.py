@@ -11,6 +11,7 @@ diagnostic does not measure (compare the ROAR curves with roar.fill=road for tha
 
 from __future__ import annotations
 
+from functools import partial
 from pathlib import Path
 
 import torch
@@ -48,14 +49,19 @@ def grid(cfg: DictConfig, cache: StageCache) -> tuple[list[dict], float]:
     datamodule: TensorDataModule = instantiate(cfg.dataset.datamodule)
     base = train_stage(cfg, cache, datamodule, cfg.seed)
     fractions = sorted({float(f) for f in cfg.roar.fractions} - {unmodified_fraction(cfg.roar.mode)})
+
+    def masks_only(maps: dict, fraction: float, seed: int) -> TensorDataModule:
+        masks = removal_masks(maps, fraction, torch.Generator().manual_seed(seed), cfg.roar.mode)
+        return mask_datamodule(datamodule, masks)
+
     rows = []
     for method in method_names(cfg):
         maps = saliency_stage(cfg, cache, method, base, datamodule)
         for fraction in fractions:
             for seed in cfg.seeds:
-                masks = removal_masks(maps, fraction, torch.Generator().manual_seed(seed), cfg.roar.mode)
                 spec = {**mask_spec(cfg, method, fraction), "input": "removal mask"}
-                trained = train_stage(cfg, cache, mask_datamodule(datamodule, masks), seed, spec)
+                # Built only if the stage is computed: a cache hit needs no masks.
+                trained = train_stage(cfg, cache, partial(masks_only, maps, fraction, seed), seed, spec)
                 rows.append({"method": method, "fraction": fraction, "seed": seed,
                              "test_acc": trained["test_acc"], "val_acc": trained["val_acc"]})  # fmt: skip
     return rows, majority_share(datamodule.splits["test"].labels)
