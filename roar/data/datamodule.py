@@ -157,7 +157,7 @@ class TensorDataModule(pl.LightningDataModule):
         images, labels, *removed = batch
         images = self.normalize(images)
         if removed:
-            fill = (self.fill.to(images) - self.mean.to(images)) / self.std.to(images)
+            fill = self.normalize(self.fill.to(images).view(1, -1, 1, 1)).view(-1)
             images = replace_pixels(images, removed[0], fill)
         if self.augment is not None and self.trainer is not None and self.trainer.training:
             images = self.augment(images)
