@@ -31,6 +31,8 @@ from captum.log import log_usage
 from torch import nn
 from torch.nn.modules.batchnorm import _BatchNorm
 
+from roar.saliency.noise import per_image_sigma
+
 CONVOLUTIONS = (nn.Conv1d, nn.Conv2d, nn.Conv3d)
 BATCH_NORMS = (nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d)
 BIASED_MODULES = (*CONVOLUTIONS, nn.Linear, *BATCH_NORMS)
@@ -382,8 +384,7 @@ class SmoothFullGrad(FullGrad):
             check_eval_mode(self.model)
             with torch.no_grad():
                 target = self.model(inputs).argmax(dim=1)
-        spread = inputs.flatten(1).amax(1) - inputs.flatten(1).amin(1)
-        noise_std = (self.std_spread * spread).view(-1, *[1] * (inputs.ndim - 1))
+        noise_std = per_image_sigma(inputs, self.std_spread)
         layer_terms: dict[LayerCall, torch.Tensor] = {}
         input_term = torch.zeros(len(inputs), 1, *inputs.shape[2:], dtype=inputs.dtype, device=inputs.device)
         delta = torch.zeros(len(inputs), dtype=inputs.dtype, device=inputs.device)

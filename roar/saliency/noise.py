@@ -28,6 +28,12 @@ def _repeat_target(target, copies: int):
     return target
 
 
+def per_image_sigma(inputs: torch.Tensor, level: float) -> torch.Tensor:
+    """`level` times each image's value range (max - min), shaped to broadcast over the image."""
+    spread = inputs.flatten(1).amax(1) - inputs.flatten(1).amin(1)
+    return (level * spread).view(-1, *[1] * (inputs.ndim - 1))
+
+
 class NoisyGradients(ABC):
     """Base: the mean and the mean square of the input gradient over `n_samples` noisy copies, combined
     by `combine` in each subclass."""
@@ -63,8 +69,7 @@ class NoisyGradients(ABC):
 
     def attribute(self, inputs: torch.Tensor, target=None) -> torch.Tensor:
         inputs = inputs.detach()
-        spread = inputs.flatten(1).amax(1) - inputs.flatten(1).amin(1)
-        sigma = (self.noise_level * spread).view(-1, *[1] * (inputs.ndim - 1))
+        sigma = per_image_sigma(inputs, self.noise_level)
         total = torch.zeros_like(inputs)
         total_sq = torch.zeros_like(inputs)
         for start in range(0, self.n_samples, self.samples_per_pass):
