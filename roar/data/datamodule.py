@@ -153,12 +153,23 @@ class TensorDataModule(pl.LightningDataModule):
             device = self.trainer.strategy.root_device
             self.splits = {name: split.to(device) for name, split in self.splits.items()}
 
+    def prepared(self, images: torch.Tensor, removed: torch.Tensor | None = None) -> torch.Tensor:
+        """Raw images as the network sees them, before augmentation: normalised, removed pixels filled."""
+        images = self.normalize(images)
+        if removed is not None:
+            fill = self.normalize(self.fill.to(images).view(1, -1, 1, 1)).view(-1)
+            images = replace_pixels(images, removed, fill)
+        return images
+
+    def training_images(self, count: int) -> torch.Tensor:
+        """The first `count` training images (the split's order is already a seeded shuffle), prepared as
+        training batches are, without augmentation: for a network's data-dependent initialisation."""
+        images, _, *removed = self.splits["train"].batch(torch.arange(min(count, len(self.splits["train"]))))
+        return self.prepared(images, *removed)
+
     def on_after_batch_transfer(self, batch, dataloader_idx: int):
         images, labels, *removed = batch
-        images = self.normalize(images)
-        if removed:
-            fill = self.normalize(self.fill.to(images).view(1, -1, 1, 1)).view(-1)
-            images = replace_pixels(images, removed[0], fill)
+        images = self.prepared(images, *removed)
         if self.augment is not None and self.trainer is not None and self.trainer.training:
             images = self.augment(images)
         return images, labels

@@ -1,9 +1,15 @@
+from roar.models.averaging import WarmEMA
 from roar.models.cifar import resnet18_cifar, vgg_bn_cifar
 from roar.models.classifier import ImageClassifier
+from roar.models.fast_cifar import FastCifarNet
+from roar.models.schedules import triangular
 from roar.models.small_cnn import SmallCNN
 from roar.models.zoo import torchvision_classifier, torchvision_net
 
 __all__ = [
+    "FastCifarNet",
+    "WarmEMA",
+    "triangular",
     "ImageClassifier",
     "SmallCNN",
     "resnet18_cifar",

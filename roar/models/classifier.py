@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
 import pytorch_lightning as pl
 import torch
 from torch import nn
+from torch.nn.modules.batchnorm import _BatchNorm
 from torchmetrics.classification import MulticlassAccuracy
 
 
@@ -14,7 +15,14 @@ class ImageClassifier(pl.LightningModule):
     """`compile`: train through `torch.compile` (the weights and their names are unchanged, and saliency
     methods always see the eager network). `memory_format`: `channels_last` for the network and its input
     batches while training, `contiguous`, or `auto` (channels-last on a CUDA device, where the tensor-core
-    convolutions want it)."""
+    convolutions want it).
+
+    Training options of fast recipes: `label_smoothing` of the training loss (validation and test report
+    plain accuracy either way); `norm_bias_lr_scale`, a learning rate that many times larger for the shifts
+    of batch-norm layers, with their weight decay divided by it so that the decay per step stays the same;
+    `callbacks`, Lightning callbacks every fit of this model uses (e.g. weight averaging). A network with an
+    `init_from_data(images)` method gets the normalised training images (as the fit sees them, removals
+    filled) before its first step, and one with `check_input(channels, size)` may refuse the data first."""
 
     MEMORY_FORMATS = ("auto", "channels_last", "contiguous")
 
@@ -26,6 +34,10 @@ class ImageClassifier(pl.LightningModule):
         scheduler: Callable[..., torch.optim.lr_scheduler.LRScheduler] | None = None,
         compile: bool = False,
         memory_format: str = "auto",
+        label_smoothing: float = 0.0,
+        norm_bias_lr_scale: float = 1.0,
+        callbacks: Sequence[pl.Callback] = (),
+        init_images: int = 5000,
     ):
         super().__init__()
         if memory_format not in self.MEMORY_FORMATS:
@@ -36,7 +48,15 @@ class ImageClassifier(pl.LightningModule):
         self.compile_net = compile
         self.memory_format = memory_format
         self.channels_last = False
+        if not 0 <= label_smoothing < 1:
+            raise ValueError(f"label_smoothing must be in [0, 1), got {label_smoothing}")
+        if norm_bias_lr_scale <= 0:
+            raise ValueError(f"norm_bias_lr_scale must be positive, got {norm_bias_lr_scale}")
+        self.train_loss = nn.CrossEntropyLoss(label_smoothing=label_smoothing)
         self.loss = nn.CrossEntropyLoss()
+        self.norm_bias_lr_scale = norm_bias_lr_scale
+        self.fit_callbacks = list(callbacks)
+        self.init_images = init_images
         # Keyed "<split>_acc": a bare "train" would shadow nn.Module.train.
         self.accuracy = nn.ModuleDict(
             {
@@ -46,12 +66,26 @@ class ImageClassifier(pl.LightningModule):
         )
 
     def setup(self, stage: str) -> None:
+        if stage == "fit":
+            self._prepare_net(self.trainer.datamodule)
         auto = "channels_last" if self.trainer.strategy.root_device.type == "cuda" else "contiguous"
         self.channels_last = (auto if self.memory_format == "auto" else self.memory_format) == "channels_last"
         if self.channels_last:
             self.net.to(memory_format=torch.channels_last)
         if self.compile_net and stage == "fit":
             self.net.compile()  # in place: the state_dict keeps the eager network's names
+
+    def _prepare_net(self, datamodule) -> None:
+        """The network's checks and data-dependent initialisation, from the data this fit trains on (a
+        resumed fit then restores the weights from its checkpoint)."""
+        channels, size = datamodule.image_shape[0], min(datamodule.image_shape[1:])
+        if hasattr(self.net, "check_input"):
+            self.net.check_input(channels, size)
+        if hasattr(self.net, "init_from_data"):
+            self.net.init_from_data(datamodule.training_images(self.init_images))
+
+    def configure_callbacks(self) -> list[pl.Callback]:
+        return self.fit_callbacks
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         return self.net(images)
@@ -61,7 +95,7 @@ class ImageClassifier(pl.LightningModule):
         if self.channels_last:
             images = images.contiguous(memory_format=torch.channels_last)
         logits = self(images)
-        loss = self.loss(logits, labels)
+        loss = (self.train_loss if split == "train" else self.loss)(logits, labels)
         accuracy = self.accuracy[f"{split}_acc"]
         accuracy.update(logits, labels)  # not forward(): only the epoch's value is logged
         self.log(f"{split}/loss", loss, on_step=False, on_epoch=True, batch_size=len(labels))
@@ -78,9 +112,25 @@ class ImageClassifier(pl.LightningModule):
         self._step(batch, "test")
 
     def configure_optimizers(self):
-        optimizer = self.optimizer_factory(self.parameters())
+        optimizer = self.optimizer_factory(self._parameter_groups())
         if self.scheduler_factory is None:
             return optimizer
         total_steps = self.trainer.estimated_stepping_batches
         scheduler = self.scheduler_factory(optimizer, total_steps=int(total_steps))
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
+
+    def _parameter_groups(self) -> list[dict]:
+        """The trainable parameters; batch-norm shifts in a group of their own when they learn faster."""
+        trainable = [p for p in self.parameters() if p.requires_grad]
+        if self.norm_bias_lr_scale == 1:
+            return [{"params": trainable}]
+        shifts = {id(m.bias) for m in self.modules() if isinstance(m, _BatchNorm) and m.bias is not None}
+        defaults = getattr(self.optimizer_factory, "keywords", {})
+        if "lr" not in defaults:
+            raise ValueError("norm_bias_lr_scale needs the optimizer's lr in its config")
+        scaled = {
+            "params": [p for p in trainable if id(p) in shifts],
+            "lr": defaults["lr"] * self.norm_bias_lr_scale,
+            "weight_decay": defaults.get("weight_decay", 0.0) / self.norm_bias_lr_scale,
+        }
+        return [scaled, {"params": [p for p in trainable if id(p) not in shifts]}]
