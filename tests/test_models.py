@@ -16,6 +16,7 @@ MODELS = [
     ("vgg11_bn_cifar", []),
     ("vgg16_bn_cifar", []),
     ("resnet18_cifar", []),
+    ("fast_cifar", []),
     ("torchvision", ["model.name=resnet50"]),
     ("torchvision", ["model.name=vgg11_bn"]),
 ]
