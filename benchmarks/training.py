@@ -4,31 +4,25 @@ data path (uint8 tensors, per-batch normalisation and crop+flip), optimiser and 
 Both run one untimed warm-up epoch, then EPOCHS timed ones; the two alternate ROUNDS times and the medians
 are compared. CPU rows use torch's thread count (OMP_NUM_THREADS, else one per core). The Lightning path is
 the pipeline's: ImageClassifier (loss, torchmetrics accuracy, logging) under a Trainer built from
-conf/trainer/, without validation, checkpoints or progress bar. GPU rows (resnet18_cifar, trainer=gpu: bf16,
-channels-last, data on the device) need CUDA; so do the CIFAR-10 time-to-93% and the cifar10 preset's grid,
-which also need CIFAR-10 under $ROAR_CIFAR10_ROOT (default data/cifar10).
+conf/trainer/, without validation, checkpoints or progress bar. The plain loop does the recipe's work by
+hand: its parameter groups, training loss, data-dependent initialisation and weight average (fast_cifar).
+The GPU rows (trainer=gpu: bf16, channels-last, data on the device) are run by benchmarks/gpu.py.
 """
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
-import tempfile
 import time
-from pathlib import Path
 
 import pytorch_lightning as pl
 import torch
 from hydra.utils import instantiate
-from torch import nn
+from torch.optim.swa_utils import AveragedModel
 
-from benchmarks.timing import NO_CUDA, config, interleaved, synchronize
+from benchmarks.timing import config, interleaved, synchronize
 from roar.data import RandomCropFlip, Split, TensorDataModule
-from roar.training import train_classifier
+from roar.models import WarmEMA
 
 IMAGES, EPOCHS, ROUNDS = 8192, 2, 5
-CIFAR10_ROOT = Path(os.environ.get("ROAR_CIFAR10_ROOT", "data/cifar10"))
 
 
 def synthetic_datamodule(images: int, batch_size: int, num_classes: int = 10) -> TensorDataModule:
@@ -75,12 +69,19 @@ def plain_epochs(cfg, datamodule: TensorDataModule) -> float:
         net.to(memory_format=torch.channels_last)
     if cfg.model.compile:
         net.compile()
-    optimizer = classifier.optimizer_factory(net.parameters())
+    optimizer = classifier.optimizer_factory(classifier.parameter_groups())
     loader = datamodule.train_dataloader()
-    scheduler = classifier.scheduler_factory(optimizer, total_steps=(1 + EPOCHS) * len(loader))
-    loss_fn = nn.CrossEntropyLoss()
+    total_steps = (1 + EPOCHS) * len(loader)
+    scheduler = classifier.scheduler_factory(optimizer, total_steps=total_steps)
+    loss_fn = classifier.train_loss
     # As the datamodule's setup does under a Trainer: the data go to the device once.
     datamodule.splits = {name: split.to(device) for name, split in datamodule.splits.items()}
+    if hasattr(net, "init_from_data"):
+        net.init_from_data(datamodule.training_images(classifier.init_images))
+    # The recipe's weight average (WarmEMA), updated after every step as the callback does.
+    averaging = next((c for c in classifier.fit_callbacks if isinstance(c, WarmEMA)), None)
+    average = AveragedModel(net, avg_fn=averaging._average, use_buffers=True) if averaging else None
+    step = 0
     precision = torch.autocast(device.type, torch.bfloat16, enabled=cfg.trainer.precision == "bf16-mixed")
     for epoch in range(1 + EPOCHS):
         if epoch == 1:
@@ -96,6 +97,10 @@ def plain_epochs(cfg, datamodule: TensorDataModule) -> float:
             loss.backward()
             optimizer.step()
             scheduler.step()
+            step += 1
+            if average is not None:
+                averaging._progress = step / total_steps
+                average.update_parameters(net)
     synchronize()
     return time.perf_counter() - start
 
@@ -117,51 +122,23 @@ def _throughput_row(label: str, cfg, batch_size: int) -> str:
             f"medians of {ROUNDS} interleaved runs of {EPOCHS} epochs x {IMAGES} images)")  # fmt: skip
 
 
-def _time_to_93() -> str:
-    cfg = config("experiment=cifar10", "trainer=gpu", f"dataset.root={CIFAR10_ROOT}")
-    datamodule = instantiate(cfg.dataset.datamodule)
-    with tempfile.TemporaryDirectory() as workdir:
-        synchronize()
-        start = time.perf_counter()
-        trained = train_classifier(cfg.model, cfg.trainer, datamodule, 0, Path(workdir), "time-to-93%")
-        seconds = time.perf_counter() - start
-    reached = "reached" if trained["test_acc"] >= 0.93 else "did NOT reach"
-    epochs = cfg.trainer.max_epochs
-    return (f"gpu {torch.cuda.get_device_name()}: CIFAR-10 resnet18_cifar, {epochs} epochs (cifar10 preset): "
-            f"{seconds:.0f} s, test acc {trained['test_acc']:.4f} ({reached} 93%)")  # fmt: skip
-
-
-def _cifar10_grid() -> str:
-    with tempfile.TemporaryDirectory() as workdir:
-        start = time.perf_counter()
-        done = subprocess.run(
-            [sys.executable, "-m", "roar", "experiment=cifar10", "trainer=gpu", "logger=none",
-             f"dataset.root={CIFAR10_ROOT.resolve()}", f"hydra.run.dir={workdir}/run",
-             f"paths.cache_dir={workdir}/cache"],
-            capture_output=True, text=True,
-        )  # fmt: skip
-        seconds = time.perf_counter() - start
-    if done.returncode != 0:
-        return f"gpu cifar10 preset grid: failed ({done.stderr.strip().splitlines()[-1]})"
-    return (
-        f"gpu {torch.cuda.get_device_name()}: cifar10 preset full grid (cold cache): {seconds / 60:.1f} min"
-    )
+def gpu_throughput_rows() -> list[str]:
+    """fast_cifar (cifar10_fast's widths and batch) and resnet18_cifar on the GPU: bf16, channels-last."""
+    name = torch.cuda.get_device_name()
+    fast = config("experiment=cifar10_fast", "trainer=gpu")
+    resnet = config("dataset=cifar10", "model=resnet18_cifar", "trainer=gpu")
+    return [
+        _throughput_row(f"gpu {name} fast_cifar 64/256/256, bf16, batch 1024", fast, 1024),
+        _throughput_row(f"gpu {name} resnet18_cifar, bf16, batch 512", resnet, 512),
+    ]
 
 
 def run() -> list[str]:
-    cpu = f"cpu ({torch.get_num_threads()} threads) small_cnn, 3x32x32, batch 256"
-    rows = [_throughput_row(cpu, config("dataset=cifar10", "model=small_cnn"), 256)]
-    if not torch.cuda.is_available():
-        return rows + [f"gpu resnet18_cifar throughput: {NO_CUDA}", f"gpu CIFAR-10 time-to-93%: {NO_CUDA}",
-                       f"gpu cifar10 preset grid wall time: {NO_CUDA}"]  # fmt: skip
-    gpu = config("dataset=cifar10", "model=resnet18_cifar", "trainer=gpu")
-    rows.append(
-        _throughput_row(f"gpu {torch.cuda.get_device_name()} resnet18_cifar, bf16, batch 512", gpu, 512)
-    )
-    if not (CIFAR10_ROOT / "cifar-10-batches-py").is_dir():
-        skipped = f"skipped: CIFAR-10 not under {CIFAR10_ROOT} (set ROAR_CIFAR10_ROOT)"
-        return rows + [
-            f"gpu CIFAR-10 time-to-93%: {skipped}",
-            f"gpu cifar10 preset grid wall time: {skipped}",
-        ]
-    return rows + [_time_to_93(), _cifar10_grid()]
+    """The CPU rows (the GPU's are in benchmarks/gpu.py)."""
+    threads = torch.get_num_threads()
+    return [
+        _throughput_row(f"cpu ({threads} threads) small_cnn, 3x32x32, batch 256",
+                        config("dataset=cifar10", "model=small_cnn"), 256),
+        _throughput_row(f"cpu ({threads} threads) fast_cifar 32/128/128 (cifar10_cpu), batch 128",
+                        config("experiment=cifar10_cpu"), 128),
+    ]  # fmt: skip

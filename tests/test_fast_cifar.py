@@ -70,7 +70,7 @@ def test_digits_are_too_small_for_fast_cifar_and_the_run_stops_before_training(r
 def test_batch_norm_shifts_learn_faster_with_the_same_decay_per_step(tmp_path):
     cfg = compose_config(tmp_path, "model=fast_cifar", "dataset=cifar10")
     classifier: ImageClassifier = instantiate(cfg.model)
-    scaled, rest = classifier._parameter_groups()
+    scaled, rest = classifier.parameter_groups()
     shifts = {id(m.bias) for m in classifier.modules() if isinstance(m, nn.BatchNorm2d)}
     assert {id(p) for p in scaled["params"]} == shifts
     assert not shifts & {id(p) for p in rest["params"]}
@@ -174,3 +174,37 @@ def test_cifar10_cpu_preset_runs_end_to_end_on_an_image_folder(run_roar, tmp_pat
     assert {(r["method"], float(r["fraction"])) for r in rows} == {
         (m, f) for m in ("fullgrad", "random") for f in (0.0, 0.5)
     }
+
+
+# --- the benchmark rows of issue 11 (their code paths, on tiny data; the figures come from make bench)
+
+
+def test_accuracy_over_time_records_one_point_per_epoch_with_the_averaged_weights(tmp_path):
+    from benchmarks.cifar import accuracy_over_time, time_to
+
+    cfg = compose_config(
+        tmp_path, "model=fast_cifar", "dataset=cifar10", "model.net.widths=[8,16,16]",
+        "dataset.num_classes=4", "model.optimizer.lr=0.05", "trainer.max_epochs=3",
+    )  # fmt: skip
+    curve = accuracy_over_time(cfg, _tiny_datamodule())
+    assert len(curve) == 3 and all(0 <= acc <= 1 for _, acc in curve)
+    assert 0 < curve[0][0] < curve[1][0] < curve[2][0]
+    assert time_to(curve, 0.0) == curve[0][0] and time_to(curve, 1.01) is None
+
+
+def test_benchmarks_without_images_or_cuda_say_skipped(monkeypatch, tmp_path):
+    from benchmarks import cifar, gpu
+
+    monkeypatch.chdir(tmp_path)  # no data/ archive here, and no ../shared beside it
+    monkeypatch.delenv("ROAR_CIFAR10_JPG", raising=False)
+    assert cifar.run() == ["cpu CIFAR-10 accuracy against time: skipped: no CIFAR-10 images"]
+    if not torch.cuda.is_available():
+        assert all(row.endswith("skipped: no CUDA device") for row in gpu.run())
+
+
+def test_gpu_rows_run_on_any_device():
+    from benchmarks import gpu
+
+    rows = gpu.fullgrad_rows(torch.device("cpu"), batch=2, widths=(8, 8, 8))
+    assert len(rows) == 2 and all("x the floor" in row for row in rows)
+    assert "img/s" in gpu.road_rate(torch.device("cpu"), images=8, repeats=1)

@@ -112,14 +112,14 @@ class ImageClassifier(pl.LightningModule):
         self._step(batch, "test")
 
     def configure_optimizers(self):
-        optimizer = self.optimizer_factory(self._parameter_groups())
+        optimizer = self.optimizer_factory(self.parameter_groups())
         if self.scheduler_factory is None:
             return optimizer
         total_steps = self.trainer.estimated_stepping_batches
         scheduler = self.scheduler_factory(optimizer, total_steps=int(total_steps))
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
 
-    def _parameter_groups(self) -> list[dict]:
+    def parameter_groups(self) -> list[dict]:
         """The trainable parameters; batch-norm shifts in a group of their own when they learn faster."""
         trainable = [p for p in self.parameters() if p.requires_grad]
         if self.norm_bias_lr_scale == 1:
