@@ -78,11 +78,13 @@ class ImageClassifier(pl.LightningModule):
     def _prepare_net(self, datamodule) -> None:
         """The network's checks and data-dependent initialisation, from the data this fit trains on (a
         resumed fit then restores the weights from its checkpoint)."""
-        channels, size = datamodule.image_shape[0], min(datamodule.image_shape[1:])
-        if hasattr(self.net, "check_input"):
-            self.net.check_input(channels, size)
-        if hasattr(self.net, "init_from_data"):
-            self.net.init_from_data(datamodule.training_images(self.init_images))
+        check, init = getattr(self.net, "check_input", None), getattr(self.net, "init_from_data", None)
+        if check is None and init is None:
+            return
+        if check is not None:
+            check(datamodule.image_shape[0], min(datamodule.image_shape[1:]))
+        if init is not None:
+            init(datamodule.training_images(self.init_images))
 
     def configure_callbacks(self) -> list[pl.Callback]:
         return self.fit_callbacks
