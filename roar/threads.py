@@ -25,6 +25,8 @@ log = logging.getLogger(__name__)
 
 def affinity_cpus() -> int:
     """The CPUs this process may run on (`taskset`, cpusets, SLURM's task binding)."""
+    if not hasattr(os, "sched_getaffinity"):  # macOS has no affinity masks
+        return os.cpu_count() or 1
     return len(os.sched_getaffinity(0))
 
 
