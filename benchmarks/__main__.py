@@ -8,7 +8,7 @@ import sys
 import torch
 
 # Each module has run() -> list of printable rows.
-BENCHMARKS: list[str] = ["fullgrad", "baselines", "road", "training", "datapath", "cifar", "gpu"]
+BENCHMARKS: list[str] = ["fullgrad", "baselines", "road", "training", "threads", "datapath", "cifar", "gpu"]
 
 
 def main(names: list[str]) -> None:

@@ -12,14 +12,17 @@ from omegaconf import DictConfig
 
 from roar.config import ConfigError, check_group_choices, validate
 from roar.sweep import register_resolvers
+from roar.threads import apply_thread_policy
 
 CONFIG_DIR = Path(__file__).resolve().parent.parent / "conf"
 register_resolvers()
 
 
 def experiment(cfg: DictConfig) -> Path:
-    """Validate the configuration, then run its task (`task=roar` by default); returns the run directory."""
+    """Validate the configuration, set the thread count (roar/threads.py), then run its task (`task=roar` by
+    default); returns the run directory."""
     validate(cfg)
+    apply_thread_policy()
     task = instantiate(cfg.task)
     try:
         return task(cfg)

@@ -28,15 +28,23 @@ def _plain(node) -> object:
     return OmegaConf.to_container(node, resolve=True)
 
 
+def cpu_threads(trainer_cfg: DictConfig) -> dict:
+    """`{"cpu_threads": n}` where a stage computes on the CPU, else nothing. The intra-op thread count
+    decides how convolutions and matrix products split their sums, so another count rounds differently;
+    over a training those last bits grow into different weights, maps and accuracies (docs/threads.md)."""
+    return {"cpu_threads": torch.get_num_threads()} if device_of(trainer_cfg).type == "cpu" else {}
+
+
 def training_spec(cfg: DictConfig, seed: int, data: dict | None) -> dict:
-    """What determines a trained model: dataset, model and optimiser, trainer, seed, and the removal
-    applied to the data (None for the unmodified data)."""
+    """What determines a trained model: dataset, model and optimiser, trainer, seed, the removal applied to
+    the data (None for the unmodified data) and, on the CPU, the thread count."""
     return {
         "dataset": _plain(cfg.dataset),
         "model": _plain(cfg.model),
         "trainer": _plain(cfg.trainer),
         "seed": seed,
         "data": data,
+        **cpu_threads(cfg.trainer),
     }
 
 
@@ -73,6 +81,7 @@ def saliency_spec(cfg: DictConfig, method: str) -> dict:
         "method": method,
         "params": params,
         "reduce": method_reduction(cfg, method),
+        **cpu_threads(cfg.trainer),
     }
     if "seed" in params:  # a seeded method draws its noise batch by batch: the batching shapes its maps
         spec["batch_size"] = cfg.roar.saliency_batch_size
