@@ -12,7 +12,7 @@ from sklearn.model_selection import train_test_split
 from torch.utils.data import DataLoader, Dataset
 from torchvision import transforms
 
-from roar.config import ConfigError
+from roar.errors import ConfigError
 from roar.data.datamodule import Split, TensorDataModule
 
 
