@@ -199,7 +199,8 @@ def schema_error(values: dict) -> str | None:
         Config.model_validate(_values(values))
     except ValidationError as error:
         first = error.errors()[0]
-        key = "".join(f"[{part}]" if isinstance(part, int) else f".{part}" for part in first["loc"]).lstrip(".")
+        key = "".join(f"[{part}]" if isinstance(part, int) else f".{part}" for part in first["loc"])
+        key = key.lstrip(".")
         message = first["msg"].removeprefix("Value error, ")
         message = message[0].lower() + message[1:]
         if first["type"] == "missing":

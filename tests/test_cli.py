@@ -19,14 +19,17 @@ from tests.conftest import compose_config
         ("method=[fullgrad", "cannot parse the overrides: "),
         # What a chaos run found getting past the checks (issue 15, case 7): a traceback after training had
         # started, a traceback before it, or a value taken for another (true as one epoch).
-        ("roar.saliency_batch_size=0", "roar.saliency_batch_size: 0: input should be greater than or equal to 1"),
+        ("roar.saliency_batch_size=0",
+         "roar.saliency_batch_size: 0: input should be greater than or equal to 1"),
         ("dataset.datamodule.batch_size=0",
          "dataset.datamodule.batch_size: 0: input should be greater than or equal to 1"),
         ("seed=1.5", "seed: 1.5: input should be a valid integer"),
         ("method.random.seed=abc", "method.random.seed: 'abc': input should be a valid integer"),
-        ("dataset.datamodule.val_fraction=1.0", "dataset.datamodule.val_fraction: 1.0: input should be less than 1"),
+        ("dataset.datamodule.val_fraction=1.0",
+         "dataset.datamodule.val_fraction: 1.0: input should be less than 1"),
         ("model.optimizer.lr=-1", "model.optimizer.lr: -1: input should be greater than 0"),
-        ("trainer.devices=0", "trainer.devices: 0: give a positive number of devices, -1 (all), auto, or a list"),
+        ("trainer.devices=0",
+         "trainer.devices: 0: give a positive number of devices, -1 (all), auto, or a list"),
         ("trainer.max_epochs=true", "trainer.max_epochs: True: input should be a valid integer"),
     ],
 )  # fmt: skip
@@ -39,7 +42,9 @@ def test_bad_override_fails_with_one_line_before_training(run_roar, tmp_path, ov
 
 
 def test_the_digit_splits_must_leave_training_images(tmp_path):
-    cfg = compose_config(tmp_path, "dataset.datamodule.val_fraction=0.5", "dataset.datamodule.test_fraction=0.5")
+    cfg = compose_config(
+        tmp_path, "dataset.datamodule.val_fraction=0.5", "dataset.datamodule.test_fraction=0.5"
+    )
     assert schema_error(_values(cfg)) == (
         "dataset.datamodule: val_fraction + test_fraction is 1: it must stay below 1 to leave training images"
     )

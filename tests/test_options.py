@@ -24,8 +24,14 @@ from tests.conftest import compose_config
         (["roar.mode=keep"], "roar.mode: 'keep': input should be 'roar' or 'kar'"),
         (["roar.rank_by=channel"], "roar.rank_by: 'channel': input should be 'pixel' or 'element'"),
         (["roar.signed=maybe"], "roar.signed: 'maybe': input should be a valid boolean"),
-        (["task=perturbation", "task.fractions=[0.0,0.1]"], "task.fractions[0]: 0.0: input should be greater than 0"),
-        (["task=perturbation", "task.fill=grey"], "task.fill: 'grey': input should be 'mean', 'zero' or 'road'"),
+        (
+            ["task=perturbation", "task.fractions=[0.0,0.1]"],
+            "task.fractions[0]: 0.0: input should be greater than 0",
+        ),
+        (
+            ["task=perturbation", "task.fill=grey"],
+            "task.fill: 'grey': input should be 'mean', 'zero' or 'road'",
+        ),
         (
             ["method=[oracle,random]"],
             "method: oracle returns the true informative pixels and needs a dataset",
@@ -34,8 +40,14 @@ from tests.conftest import compose_config
         (["seeds=[]"], "seeds: []: list should have at least 1 item"),
         (["seeds=3"], "seeds: 3: input should be a valid list"),
         # Checked with the rest of the configuration, before any data is loaded.
-        (["task=explain", "explain.target=foo"], "explain.target: 'foo': input should be 'label' or 'predicted'"),
-        (["task=explain", "explain.num_images=0"], "explain.num_images: 0: input should be greater than or equal to 1"),
+        (
+            ["task=explain", "explain.target=foo"],
+            "explain.target: 'foo': input should be 'label' or 'predicted'",
+        ),
+        (
+            ["task=explain", "explain.num_images=0"],
+            "explain.num_images: 0: input should be greater than or equal to 1",
+        ),
     ],
 )
 def test_bad_evaluation_options_are_named(tmp_path, overrides, message):
