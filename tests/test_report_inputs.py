@@ -21,7 +21,8 @@ from tests.conftest import run_command, succeeded
 # it starts).
 SWEEP = ["-m", "method=random", "roar.fractions=[0.3],[0.6]", "trainer.max_epochs=2", "logger=csv",
          "hydra.sweep.dir=sweep"]  # fmt: skip
-MISSING_JOB = "job 1 (method=random,roar.fractions=[0.6])"
+# A job is named by what the sweep varies.
+MISSING_JOB = "sweep job 1 (roar.fractions=[0.6])"
 
 
 @pytest.fixture(scope="module")
@@ -95,7 +96,10 @@ def test_a_scanned_logger_target_that_is_not_a_logger_is_refused_and_never_run(k
     done = run_command("roar-report", "received", cwd=tmp_path)
     assert done.returncode == 2
     (line,) = done.stderr.strip().splitlines()
-    assert line.startswith(f"roar-report: error: {config_file}: logger._target_ 'torch.load' is not a logger")
+    expected = (
+        "roar-report: error: received/0/.hydra/config.yaml: logger._target_ 'torch.load' is not a logger"
+    )
+    assert line.startswith(expected), line
     assert "pytorch_lightning.loggers.CSVLogger" in line and "pytorch_lightning.loggers.WandbLogger" in line
     assert not marker.exists() and not (tmp_path / "received" / "results.csv").exists()
     # The payload is live: loading it as the file asked would have run it.
