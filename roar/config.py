@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import tempfile
 from pathlib import Path
 
 import torch
@@ -78,6 +79,19 @@ def validate(cfg: DictConfig) -> None:
         accelerator not in ("gpu", "cuda") or torch.cuda.is_available(),
         f"trainer.accelerator: {accelerator}, but no CUDA device is visible; use trainer=cpu",
     )
+
+
+def check_writable(cfg: DictConfig) -> None:
+    """The run directory and the stage cache can be written: a read-only one is refused here rather than
+    after the first training, when its result would have nowhere to go."""
+    for key in ("output_dir", "cache_dir"):
+        directory = Path(cfg.paths[key])
+        try:
+            directory.mkdir(parents=True, exist_ok=True)
+            with tempfile.TemporaryFile(dir=directory):
+                pass
+        except OSError as error:
+            raise ConfigError(f"paths.{key}: cannot write to {directory}: {error.strerror}") from None
 
 
 def check_group_choices(overrides: list[str], config_dir: Path) -> None:

@@ -3,6 +3,11 @@ training (issue 15, cases 7 and 11)."""
 
 from __future__ import annotations
 
+import csv
+import os
+import subprocess
+from pathlib import Path
+
 import pytest
 import torch
 
@@ -61,3 +66,59 @@ def test_a_model_with_the_wrong_number_of_outputs_is_refused(tmp_path):
     cfg = compose_config(tmp_path, "model.net.num_classes=3", "method=random")
     with pytest.raises(ConfigError, match=r"^model: SmallCNN gives outputs of shape \(2, 3\) for 2 images"):
         check_model(cfg, torch.randn(2, 1, 8, 8), torch.tensor([0, 1]))
+
+
+# A tiny run: the base model, one method's maps, one retrained cell.
+TINY_RUN = ["method=random", "roar.fractions=[0.5]", "trainer.max_epochs=1", "logger=none"]
+
+
+@pytest.fixture
+def tmpfs(tmp_path):
+    """A function mounting a tmpfs at tmp_path/<name> with mount options (root only; skipped otherwise),
+    unmounted after the test."""
+    mounted = []
+
+    def mount(name: str, options: str) -> Path:
+        point = tmp_path / name
+        point.mkdir()
+        done = subprocess.run(["mount", "-t", "tmpfs", "-o", options, "tmpfs", str(point)],
+                              capture_output=True, text=True)  # fmt: skip
+        if done.returncode != 0:
+            pytest.skip(f"cannot mount a tmpfs here (root in a container allowed to mount is needed): "
+                        f"{done.stderr.strip()}")  # fmt: skip
+        mounted.append(point)
+        return point
+
+    if os.geteuid() != 0:
+        pytest.skip("mounting a read-only or full filesystem needs root")
+    yield mount
+    for point in reversed(mounted):
+        subprocess.run(["umount", str(point)], check=True)
+
+
+def test_a_read_only_cache_is_refused_before_any_data_loads(run_roar, tmp_path, tmpfs):
+    cache = tmpfs("cache", "ro,size=1m")
+    line = _one_error_line(run_roar(*TINY_RUN, f"paths.cache_dir={cache}", "hydra.run.dir=run"))
+    assert line == f"roar: error: paths.cache_dir: cannot write to {cache}: Read-only file system"
+    assert not (tmp_path / "run" / "stages.csv").exists()
+
+
+def test_a_read_only_run_directory_is_one_line(run_roar, tmp_path, tmpfs):
+    read_only = tmpfs("outputs", "ro,size=1m")
+    line = _one_error_line(run_roar(*TINY_RUN, f"hydra.run.dir={read_only}/run"))
+    assert line.startswith(f"roar: error: cannot write {read_only}/run") and "Read-only file system" in line
+    assert not (tmp_path / "cache").exists()
+
+
+def test_a_disk_full_after_the_compute_keeps_the_results_for_the_rerun(run_roar, tmp_path, tmpfs):
+    # Room for .hydra/, app.log, stages.csv and results.csv (a 4 KiB page each), not for the curve.
+    run_dir = tmpfs("small", "size=28k") / "run"
+    line = _one_error_line(run_roar(*TINY_RUN, f"hydra.run.dir={run_dir}"))
+    assert "No space left on device" in line and "free space and rerun the same command" in line
+    assert not (run_dir / "roar_curve.png").exists() or (run_dir / "roar_curve.png").stat().st_size < 30_000
+    subprocess.run(["mount", "-o", "remount,size=10m", str(run_dir.parent)], check=True)  # space freed
+    done = run_roar(*TINY_RUN, f"hydra.run.dir={run_dir}")
+    assert done.returncode == 0, done.stderr[-3000:]
+    with open(run_dir / "stages.csv") as f:  # every result computed before the disk filled was kept
+        assert {row["status"] for row in csv.DictReader(f)} == {"reused"}
+    assert (run_dir / "roar_curve.png").stat().st_size > 10_000
