@@ -83,12 +83,13 @@ def validate(cfg: DictConfig) -> None:
 
 def check_writable(cfg: DictConfig) -> None:
     """The run directory and the stage cache can be written: a read-only one is refused here rather than
-    after the first training, when its result would have nowhere to go."""
+    after the first training, when its result would have nowhere to go. A directory not made yet is
+    judged by the closest one that exists, where it will be made; nothing is left behind."""
     for key in ("output_dir", "cache_dir"):
-        directory = Path(cfg.paths[key])
+        directory = Path(cfg.paths[key]).absolute()
+        existing = next(d for d in (directory, *directory.parents) if d.exists())
         try:
-            directory.mkdir(parents=True, exist_ok=True)
-            with tempfile.TemporaryFile(dir=directory):
+            with tempfile.TemporaryFile(dir=existing):
                 pass
         except OSError as error:
             raise ConfigError(f"paths.{key}: cannot write to {directory}: {error.strerror}") from None

@@ -68,9 +68,9 @@ def check_model(cfg: DictConfig, images: torch.Tensor, labels: torch.Tensor) -> 
     # In float64 a decomposition that holds adds up to ~1e-15: any residual above rtol is the model's.
     exact_net, exact_images = copy.deepcopy(net).double(), images.double()
     for method in method_names(cfg):
-        attribution = saliency.create(method, exact_net, **cfg.method[method]).attribution
-        if not hasattr(attribution, "check_completeness"):
+        if not hasattr(saliency.METHODS[method], "check_completeness"):
             continue
+        attribution = saliency.create(method, exact_net, **cfg.method[method]).attribution
         try:
             attribution.check_completeness(exact_images, labels)
         except CompletenessError as error:

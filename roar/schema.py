@@ -16,7 +16,6 @@ from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationErr
 
 from roar.models.classifier import ImageClassifier
 from roar.removal import FILLS, MODES, RANK_BY
-from roar.saliency.base import REDUCTIONS
 
 NonNegativeInt = Annotated[int, Field(ge=0)]
 PositiveInt = Annotated[int, Field(ge=1)]
@@ -155,10 +154,10 @@ class Trainer(Section):
 
 
 class MethodParameters(Section):
-    """What every method's parameters share; the rest each method checks when it is constructed."""
+    """The seed of the methods that draw noise; the rest each method checks when it is constructed
+    (roar/config.py), where torch would take a seed of the wrong type for an error of its own."""
 
     seed: NonNegativeInt | None = None
-    reduce: Literal[tuple(REDUCTIONS)] | None = None
 
 
 class Paths(Section):

@@ -31,6 +31,9 @@ from tests.conftest import compose_config
         ("trainer.devices=0",
          "trainer.devices: 0: give a positive number of devices, -1 (all), auto, or a list"),
         ("trainer.max_epochs=true", "trainer.max_epochs: True: input should be a valid integer"),
+        # Hydra's own refusals, one line too.
+        ("roar.fracions=[0.1]",
+         "Could not override 'roar.fracions'. To append to your config use +roar.fracions=[0.1]"),
     ],
 )  # fmt: skip
 def test_bad_override_fails_with_one_line_before_training(run_roar, tmp_path, override, message):
