@@ -160,6 +160,14 @@ class MethodParameters(Section):
     seed: NonNegativeInt | None = None
 
 
+class Logger(Section):
+    save_dir: str | None = None
+    name: str | None = None
+    project: str | None = None
+    mode: str | None = None
+    group: str | None = None
+
+
 class Paths(Section):
     root_dir: str
     output_dir: str
@@ -177,7 +185,7 @@ class Config(Section):
     roar: Roar
     explain: Explain
     trainer: Trainer
-    logger: dict | None = None
+    logger: Logger | None = None
     paths: Paths
 
 
