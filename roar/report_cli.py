@@ -129,21 +129,22 @@ def sweep_jobs(sweep_dir: Path) -> list[list[str]]:
 def missing_jobs(roots: list[Path], dirs: list[Path]) -> list[str]:
     """Each job of every sweep under `roots` whose run directory holds no results.csv (it failed, was
     killed, or never started), as `<sweep dir> job <n> (<overrides>)`."""
-    finished = {
-        (run_dir.parent, tuple(OmegaConf.load(run_dir / ".hydra" / "overrides.yaml")))
-        for run_dir in dirs
-        if (run_dir / "results.csv").exists()
-    }
     missing = []
     for root in roots:
         for record in sorted(root.rglob("multirun.yaml")):
             sweep_dir = record.parent
+            # A job's run directory records the job's overrides (wherever hydra.sweep.subdir put it).
+            finished = {
+                tuple(OmegaConf.load(run_dir / ".hydra" / "overrides.yaml"))
+                for run_dir in dirs
+                if run_dir.is_relative_to(sweep_dir) and (run_dir / "results.csv").exists()
+            }
             jobs = sweep_jobs(sweep_dir)
             shared = set.intersection(*(set(job) for job in jobs))  # a job is named by what it sweeps
             missing += [
                 f"{sweep_dir} job {number} ({','.join(o for o in job if o not in shared) or ','.join(job)})"
                 for number, job in enumerate(jobs)
-                if (sweep_dir, tuple(job)) not in finished
+                if tuple(job) not in finished
             ]
     return missing
 
