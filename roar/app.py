@@ -2,15 +2,17 @@
 
 from __future__ import annotations
 
+import errno
+import os
 import sys
 from pathlib import Path
 
 import hydra
-from hydra.errors import InstantiationException
+from hydra.errors import ConfigCompositionException, InstantiationException, OverrideParseException
 from hydra.utils import instantiate
 from omegaconf import DictConfig
 
-from roar.config import ConfigError, check_group_choices, validate
+from roar.config import ConfigError, check_group_choices, check_writable, validate
 from roar.sweep import register_resolvers
 from roar.threads import apply_thread_policy
 
@@ -23,6 +25,7 @@ def experiment(cfg: DictConfig) -> Path:
     default); returns the run directory."""
     validate(cfg)
     apply_thread_policy()
+    check_writable(cfg)
     task = instantiate(cfg.task)
     try:
         return task(cfg)
@@ -45,7 +48,29 @@ def _hydra_main(cfg: DictConfig) -> None:
         run_dir = experiment(cfg)
     except ConfigError as error:
         _fail(error)
+    except Exception as error:  # here, not in main(), so that Hydra adds no line of its own
+        _fail_on_filesystem_error(error)
+        raise
     print(f"\nrun directory: {run_dir}")
+
+
+# Errors of the filesystem a run writes to, and what to do about them: one line, not a traceback.
+_WRITABLE = "choose a writable place (hydra.run.dir=..., paths.cache_dir=...)"
+_FREE_SPACE = (
+    "the stages finished so far are kept in the cache: free space and rerun the same command to continue"
+)
+FILESYSTEM_ERRORS = {errno.EACCES: _WRITABLE, errno.EPERM: _WRITABLE, errno.EROFS: _WRITABLE,
+                     errno.ENOSPC: _FREE_SPACE, errno.EDQUOT: _FREE_SPACE}  # fmt: skip
+
+
+def _fail_on_filesystem_error(error: BaseException) -> None:
+    """Exit with one line if an OSError of FILESYSTEM_ERRORS is behind `error` (itself, or what it was raised
+    from: Python's logging reports a log file it cannot open as a ValueError from one)."""
+    while error is not None:
+        if isinstance(error, OSError) and error.errno in FILESYSTEM_ERRORS:
+            where = f"cannot write {error.filename}" if error.filename else "cannot write"
+            _fail(ConfigError(f"{where}: {error.strerror}; {FILESYSTEM_ERRORS[error.errno]}"))
+        error = error.__cause__ or error.__context__
 
 
 def main() -> None:
@@ -53,4 +78,13 @@ def main() -> None:
         check_group_choices([a for a in sys.argv[1:] if "=" in a], CONFIG_DIR)
     except ConfigError as error:
         _fail(error)
-    _hydra_main()
+    # Hydra prints what it raises as a traceback with exit status 1 unless told to raise it: raised, the
+    # errors of the command line and of the filesystem (a run directory Hydra cannot create) become one line.
+    os.environ.setdefault("HYDRA_FULL_ERROR", "1")
+    try:
+        _hydra_main()
+    except (ConfigCompositionException, OverrideParseException) as error:  # e.g. a key that does not exist
+        _fail(ConfigError(" ".join(line.strip() for line in str(error).splitlines() if line.strip())))
+    except Exception as error:  # before the job's own code runs: Hydra creating the run directory
+        _fail_on_filesystem_error(error)
+        raise

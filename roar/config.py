@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from numbers import Integral, Real
+import tempfile
 from pathlib import Path
 
 import torch
@@ -10,14 +10,12 @@ from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.core.override_parser.types import Glob
 from hydra.errors import OverrideParseException
 from omegaconf import DictConfig, ListConfig, OmegaConf
+from omegaconf.errors import OmegaConfBaseException
 from torch import nn
 
 from roar import saliency
-from roar.removal import FILLS, MODES, RANK_BY
-
-
-class ConfigError(ValueError):
-    """A configuration value that cannot work; its message is one line naming the key."""
+from roar.errors import ConfigError
+from roar.schema import schema_error
 
 
 def method_names(cfg: DictConfig) -> list[str]:
@@ -41,8 +39,18 @@ def _missing_keys(node: DictConfig | ListConfig, path: str = ""):
 
 
 def validate(cfg: DictConfig) -> None:
+    """Every value's type and range (roar/schema.py), then what the schema cannot see: which methods exist
+    and take their parameters, and the values that only work together."""
     for key in _missing_keys(cfg):
         raise ConfigError(f"{key}: required (???); give it on the command line, e.g. {key}=...")
+    try:
+        values = OmegaConf.to_container(cfg, resolve=True)
+    except OmegaConfBaseException as error:  # e.g. an interpolation to a key that does not exist
+        raise ConfigError(f"{error.full_key}: {str(error).splitlines()[0]}") from None
+    problem = schema_error(values)
+    if problem is not None:
+        raise ConfigError(problem)
+
     methods = method_names(cfg)
     _check(bool(methods), "method: select at least one saliency method, e.g. method=[fullgrad,random]")
     for name in methods:
@@ -56,79 +64,35 @@ def validate(cfg: DictConfig) -> None:
         except (TypeError, ValueError) as error:
             raise ConfigError(f"method.{name}: {error}") from None
 
-    _check_fractions(cfg.roar.fractions, "roar.fractions", "[0, 1)", lambda f: 0 <= f < 1)
-    _check_evaluation(cfg, methods)
-
+    # Fraction 0 of ROAR is the unmodified data, always part of the grid: a grid needs one more.
     _check(
-        isinstance(cfg.seeds, ListConfig) and len(cfg.seeds) > 0,
-        "seeds: give a non-empty list, e.g. seeds=[0,1]",
+        cfg.roar.mode != "roar" or any(f > 0 for f in cfg.roar.fractions),
+        "roar.fractions: give at least one fraction above 0 (0 is the unmodified data, always included)",
     )
-    seeds = [cfg.seed, *cfg.seeds]
-    for seed in seeds:
-        _check(isinstance(seed, Integral) and seed >= 0, f"seed: {seed!r} is not a non-negative integer")
-
+    _check(
+        "oracle" not in methods or bool(cfg.dataset.get("ground_truth")),
+        f"method: oracle returns the true informative pixels and needs a dataset that knows them "
+        f"(dataset=synthetic); dataset={cfg.dataset.name} does not",
+    )
     accelerator = cfg.trainer.get("accelerator", "cpu")
     _check(
         accelerator not in ("gpu", "cuda") or torch.cuda.is_available(),
         f"trainer.accelerator: {accelerator}, but no CUDA device is visible; use trainer=cpu",
     )
 
-    _check_explain(cfg.explain)
 
-    epochs = cfg.trainer.get("max_epochs")
-    _check(
-        isinstance(epochs, Integral) and epochs >= 1,
-        f"trainer.max_epochs: {epochs!r} must be a positive integer",
-    )
-
-
-def _check_fractions(fractions, key: str, interval: str, inside) -> None:
-    _check(isinstance(fractions, ListConfig) and len(fractions) > 0, f"{key}: give a non-empty list")
-    for fraction in fractions:
-        _check(
-            isinstance(fraction, Real) and not isinstance(fraction, bool) and inside(fraction),
-            f"{key}: {fraction!r} is outside {interval}",
-        )
-
-
-# explain.target: which class each gallery map explains.
-EXPLAIN_TARGETS = ("label", "predicted")
-
-
-def _check_explain(options: DictConfig) -> None:
-    n = options.num_images
-    _check(
-        isinstance(n, Integral) and not isinstance(n, bool) and n >= 1,
-        f"explain.num_images: {n!r} must be a positive integer",
-    )
-    _check(
-        options.target in EXPLAIN_TARGETS,
-        f"explain.target: {options.target!r} is not one of {', '.join(EXPLAIN_TARGETS)}",
-    )
-
-
-def _check_evaluation(cfg: DictConfig, methods: list[str]) -> None:
-    """How pixels are ranked, removed and filled (roar.*, and a task's own fractions and fill)."""
-    for key, choices in (("rank_by", RANK_BY), ("mode", MODES), ("fill", FILLS)):
-        value = cfg.roar.get(key)
-        _check(value in choices, f"roar.{key}: {value!r} is not one of {', '.join(choices)}")
-    _check(
-        isinstance(cfg.roar.get("signed"), bool), f"roar.signed: {cfg.roar.get('signed')!r} is not true/false"
-    )
-    # Fraction 0 of ROAR is the unmodified data, always part of the grid: a grid needs one more.
-    _check(
-        cfg.roar.mode != "roar" or any(f > 0 for f in cfg.roar.fractions),
-        "roar.fractions: give at least one fraction above 0 (0 is the unmodified data, always included)",
-    )
-    if "fractions" in cfg.task:
-        _check_fractions(cfg.task.fractions, "task.fractions", "(0, 1)", lambda f: 0 < f < 1)
-    if "fill" in cfg.task:
-        _check(cfg.task.fill in FILLS, f"task.fill: {cfg.task.fill!r} is not one of {', '.join(FILLS)}")
-    _check(
-        "oracle" not in methods or bool(cfg.dataset.get("ground_truth")),
-        f"method: oracle returns the true informative pixels and needs a dataset that knows them "
-        f"(dataset=synthetic); dataset={cfg.dataset.get('name')} does not",
-    )
+def check_writable(cfg: DictConfig) -> None:
+    """The run directory and the stage cache can be written: a read-only one is refused here rather than
+    after the first training, when its result would have nowhere to go. A directory not made yet is
+    judged by the closest one that exists, where it will be made; nothing is left behind."""
+    for key in ("output_dir", "cache_dir"):
+        directory = Path(cfg.paths[key]).absolute()
+        existing = next(d for d in (directory, *directory.parents) if d.exists())
+        try:
+            with tempfile.TemporaryFile(dir=existing):
+                pass
+        except OSError as error:
+            raise ConfigError(f"paths.{key}: cannot write to {directory}: {error.strerror}") from None
 
 
 def check_group_choices(overrides: list[str], config_dir: Path) -> None:

@@ -6,20 +6,25 @@ configuration values that determine it.
 
 from __future__ import annotations
 
+import copy
 import logging
 from collections.abc import Callable
 from pathlib import Path
 
 import torch
+from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 from tqdm.auto import tqdm
 
 from roar import saliency
 from roar.cache import StageCache, spec_key
+from roar.config import method_names
 from roar.data import TensorDataModule
 from roar.data.datamodule import SPLITS, unit_range
+from roar.errors import ConfigError
 from roar.removal import fill_value, ranking_reduction, removal_mask, remove
-from roar.training import device_of, load_classifier, train_classifier
+from roar.saliency.fullgrad import CompletenessError
+from roar.training import build_classifier, device_of, load_classifier, train_classifier
 
 log = logging.getLogger(__name__)
 
@@ -33,6 +38,52 @@ def cpu_threads(trainer_cfg: DictConfig) -> dict:
     decides how convolutions and matrix products split their sums, so another count rounds differently;
     over a training those last bits grow into different weights, maps and accuracies (docs/threads.md)."""
     return {"cpu_threads": torch.get_num_threads()} if device_of(trainer_cfg).type == "cpu" else {}
+
+
+def load_data(cfg: DictConfig) -> TensorDataModule:
+    """The dataset, once the model and the selected methods have been tried on two of its images: a model
+    that cannot take them, or that a method cannot explain exactly, is refused before anything trains."""
+    datamodule: TensorDataModule = instantiate(cfg.dataset.datamodule)
+    check_model(cfg, datamodule.normalize(datamodule.splits["train"].images[:2].cpu()),
+                datamodule.splits["train"].labels[:2].cpu())  # fmt: skip
+    return datamodule
+
+
+def check_model(cfg: DictConfig, images: torch.Tensor, labels: torch.Tensor) -> None:
+    """Raise ConfigError if a freshly built `cfg.model` fails on `images` or does not give one logit per
+    class, or if a selected method that checks its own exactness (FullGrad's completeness:
+    `check_completeness`) fails on it. Works on an untrained model: whether a decomposition adds up depends
+    on the layers, not on the weights. The global random state is left as it was."""
+    name = cfg.model.get("name") or cfg.model.net._target_.rpartition(".")[2]
+    shape = "x".join(map(str, images.shape[1:]))
+    with torch.random.fork_rng():
+        net = build_classifier(cfg.model).net.eval()
+    if hasattr(net, "check_input"):  # a network that says itself which images it takes (fast_cifar)
+        net.check_input(images.shape[1], min(images.shape[2:]))
+    try:
+        with torch.no_grad():
+            logits = net(images)
+    except Exception as error:  # whatever the model's forward raises on them: it cannot take these images
+        reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        raise ConfigError(
+            f"model: {name} cannot take the {shape} images of dataset={cfg.dataset.name}: {reason}"
+        ) from None
+    expected = (len(images), cfg.dataset.num_classes)
+    if tuple(logits.shape) != expected:
+        raise ConfigError(
+            f"model: {name} gives outputs of shape {tuple(logits.shape)} for {len(images)} images of "
+            f"dataset={cfg.dataset.name}, not one logit per class {expected}"
+        )
+    # In float64 a decomposition that holds adds up to ~1e-15: any residual above rtol is the model's.
+    exact_net, exact_images = copy.deepcopy(net).double(), images.double()
+    for method in method_names(cfg):
+        if not hasattr(saliency.METHODS[method], "check_completeness"):
+            continue
+        attribution = saliency.create(method, exact_net, **cfg.method[method]).attribution
+        try:
+            attribution.check_completeness(exact_images, labels)
+        except CompletenessError as error:
+            raise ConfigError(f"method.{method}: cannot explain model {name} exactly: {error}") from None
 
 
 def training_spec(cfg: DictConfig, seed: int, data: dict | None) -> dict:

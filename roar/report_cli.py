@@ -4,18 +4,30 @@ Every run directory under the DIRs (one holding `.hydra/config.yaml`, as Hydra w
 contributes its `results.csv` rows and any saliency gallery PNG. The merged rows go through the same
 `report.publish` as a single run: results.csv, roar_curve.png, summary.md, the printed table, and a run
 of the jobs' own logger (W&B: same project and mode, in the sweep's group, job type `report`).
+
+A sweep's own record of its jobs (`multirun.yaml`, which Hydra writes before the first job starts) says
+which jobs there should be: a report that would miss some is refused, naming them, unless `--allow-partial`
+asks for one marked partial. The scanned directories are data, never code: the report's logger is built only
+from the classes conf/logger/ offers.
 """
 
 from __future__ import annotations
 
 import argparse
 import sys
+from dataclasses import replace
 from pathlib import Path
 
-from hydra.utils import instantiate
+from hydra._internal.config_loader_impl import ConfigLoaderImpl
+from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
+from hydra._internal.utils import create_config_search_path
+from hydra.core.override_parser.overrides_parser import OverridesParser
+from hydra.errors import HydraException
+from hydra.utils import get_class
 from omegaconf import DictConfig, OmegaConf
 
 from roar import report
+from roar.app import CONFIG_DIR
 from roar.config import ConfigError
 from roar.tasks.roar import outputs as roar_outputs
 
@@ -92,17 +104,86 @@ def merged_rows(dirs: list[Path]) -> list[dict]:
     return [row for row, _ in cells.values()]
 
 
-def report_logger(cfg: DictConfig, out_dir: Path, sweep_name: str):
+def sweep_jobs(sweep_dir: Path) -> list[list[str]]:
+    """The overrides of every job the multirun in `sweep_dir` launched, in job-number order, from its
+    own record: the command line's overrides in `multirun.yaml`, expanded as Hydra's basic sweeper does."""
+    record = OmegaConf.load(sweep_dir / "multirun.yaml").hydra
+    sweeper = record.sweeper.get("_target_", "")
+    if get_class(sweeper) is not BasicSweeper:
+        raise ConfigError(
+            f"{sweep_dir}: a sweep by {sweeper}; roar-report reads the jobs of Hydra's basic sweeper"
+        )
+    params = [f"{key}={value}" for key, value in (record.sweeper.get("params") or {}).items()]
+    # The config loader expands sweeps over a group's options (method=glob(*)) from roar's conf/.
+    loader = ConfigLoaderImpl(config_search_path=create_config_search_path(str(CONFIG_DIR)))
+    try:
+        overrides = OverridesParser.create(config_loader=loader).parse_overrides(
+            [*params, *record.overrides.task]
+        )
+    except HydraException as error:
+        raise ConfigError(f"{sweep_dir}/multirun.yaml: {str(error).splitlines()[0]}") from None
+    batches = BasicSweeper.split_arguments(overrides, record.sweeper.get("max_batch_size"))
+    return [job for batch in batches for job in batch]
+
+
+def missing_jobs(roots: list[Path], dirs: list[Path]) -> list[str]:
+    """Each job of every sweep under `roots` whose run directory holds no results.csv (it failed, was
+    killed, or never started), as `<sweep dir> job <n> (<overrides>)`."""
+    missing = []
+    for root in roots:
+        for record in sorted(root.rglob("multirun.yaml")):
+            sweep_dir = record.parent
+            # A job's run directory records the job's overrides (wherever hydra.sweep.subdir put it).
+            finished = {
+                tuple(OmegaConf.load(run_dir / ".hydra" / "overrides.yaml"))
+                for run_dir in dirs
+                if run_dir.is_relative_to(sweep_dir) and (run_dir / "results.csv").exists()
+            }
+            jobs = sweep_jobs(sweep_dir)
+            shared = set.intersection(*(set(job) for job in jobs))  # a job is named by what it sweeps
+            missing += [
+                f"{sweep_dir} job {number} ({','.join(o for o in job if o not in shared) or ','.join(job)})"
+                for number, job in enumerate(jobs)
+                if tuple(job) not in finished
+            ]
+    return missing
+
+
+def _listed(items: list[str], most: int = 5) -> str:
+    shown = "; ".join(items[:most])
+    return shown if len(items) <= most else f"{shown}; and {len(items) - most} more"
+
+
+def logger_classes() -> dict[str, type]:
+    """The loggers a report may start, by their `_target_`: those conf/logger/ offers, nothing else."""
+    targets = {OmegaConf.load(path).get("_target_") for path in (CONFIG_DIR / "logger").glob("*.yaml")}
+    return {target: get_class(target) for target in sorted(targets - {None})}
+
+
+def report_logger(cfg: DictConfig, out_dir: Path, sweep_name: str, run_dir: Path):
     """The jobs' logger, writing to `out_dir`; for W&B a `report` run in the jobs' group (the one they were
-    given with logger.group, else the sweep directory's name, as `${sweep:group}` gave them)."""
+    given with logger.group, else the sweep directory's name, as `${sweep:group}` gave them).
+
+    `cfg` comes from a scanned directory (`run_dir`): its `_target_` is looked up among `logger_classes()`
+    rather than instantiated, and its other values are passed as plain data, so no `_target_` in the file,
+    at the top or nested, runs anything."""
     if not cfg.get("logger"):
         return None
+    allowed = logger_classes()
+    target = cfg.logger.get("_target_")
+    if target not in allowed:
+        raise ConfigError(
+            f"{run_dir / '.hydra' / 'config.yaml'}: logger._target_ {target!r} is not a logger roar-report "
+            f"starts (only {', '.join(allowed)})"
+        )
     updates = {"save_dir": str(out_dir)}
     if "group" in cfg.logger:
         explicit = not OmegaConf.is_interpolation(cfg.logger, "group") and cfg.logger.group
         group = cfg.logger.group if explicit else sweep_name
         updates |= {"group": group, "name": "report", "job_type": "report"}
-    return instantiate(OmegaConf.merge(cfg.logger, updates))
+    arguments = OmegaConf.to_container(OmegaConf.merge(cfg.logger, updates), resolve=True)
+    del arguments["_target_"]
+    return allowed[target](**arguments)
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -112,24 +193,42 @@ def main(argv: list[str] | None = None) -> None:
     )
     parser.add_argument("dirs", nargs="+", type=Path, metavar="DIR", help="sweep or run directories")
     parser.add_argument("--out", type=Path, help="where to write the report (default: the first DIR)")
+    parser.add_argument(
+        "--allow-partial",
+        action="store_true",
+        help="report a sweep some of whose jobs have no results, marked partial (refused otherwise)",
+    )
     args = parser.parse_args(argv)
     out_dir = args.out or args.dirs[0]
     try:
         dirs = run_dirs(args.dirs)
         if not dirs:
             raise ConfigError(f"no run directories (with .hydra/config.yaml) under {args.dirs[0]}")
+        missing = missing_jobs(args.dirs, dirs)
+        if missing and not args.allow_partial:
+            raise ConfigError(
+                f"{len(missing)} jobs have no results.csv: {_listed(missing)}; rerun the sweep with the "
+                "same overrides to finish them (finished stages are reused), or report the rest with "
+                "--allow-partial"
+            )
         rows = merged_rows(dirs)
+        cfg = job_config(dirs[0])
+        logger = report_logger(cfg, out_dir, sweep_name=args.dirs[0].resolve().name, run_dir=dirs[0])
     except ConfigError as error:
         print(f"roar-report: error: {error}", file=sys.stderr)
         sys.exit(2)
     out_dir.mkdir(parents=True, exist_ok=True)
-    cfg = job_config(dirs[0])
     galleries = sorted(g for d in dirs for g in d.glob("*gallery*.png"))
-    logger = report_logger(cfg, out_dir, sweep_name=args.dirs[0].resolve().name)
+    outputs = roar_outputs(cfg)
+    if missing:  # --allow-partial: the title of summary.md, of the curve and of the W&B run's chart says so
+        outputs = replace(outputs, title=f"{outputs.title} (partial: {len(missing)} jobs missing)")
     if logger is not None:
         logger.log_hyperparams(
             {"runs": [str(d) for d in dirs], "methods": ",".join(sorted({r["method"] for r in rows})),
-             "fractions": sorted({r["fraction"] for r in rows}), "seeds": sorted({r["seed"] for r in rows})}
+             "fractions": sorted({r["fraction"] for r in rows}), "seeds": sorted({r["seed"] for r in rows}),
+             "partial": bool(missing), "missing_jobs": missing}
         )  # fmt: skip
-    report.publish(rows, out_dir, logger, galleries=galleries, outputs=roar_outputs(cfg))
-    print(f"\nreport of {len(dirs)} runs: {out_dir}")
+    report.publish(rows, out_dir, logger, galleries=galleries, outputs=outputs)
+    if missing:
+        print(f"\npartial report, {len(missing)} jobs missing: {_listed(missing)}", file=sys.stderr)
+    print(f"\n{'partial ' if missing else ''}report of {len(dirs)} runs: {out_dir}")

@@ -84,9 +84,9 @@ def test_gallery_maps_are_the_pipeline_maps_of_the_first_test_images(tmp_path, s
 @pytest.mark.parametrize(
     "override,message",
     [
-        ("explain.num_images=0", "explain.num_images: 0 must be a positive integer"),
+        ("explain.num_images=0", "explain.num_images: 0: input should be greater than or equal to 1"),
         ("explain.num_images=100000", "explain.num_images: 100000 exceeds the 360 test images"),
-        ("explain.target=random", "explain.target: 'random' is not one of label, predicted"),
+        ("explain.target=random", "explain.target: 'random': input should be 'label' or 'predicted'"),
     ],
 )
 def test_bad_gallery_options_are_refused_before_training(tmp_path, override, message):
@@ -98,5 +98,5 @@ def test_bad_gallery_options_are_refused_before_training(tmp_path, override, mes
 def test_a_bad_gallery_option_is_one_line_on_the_command_line(run_roar):
     done = run_roar("task=explain", "explain.num_images=-2", "logger=none", "hydra.run.dir=run")
     assert done.returncode == 2
-    message = "roar: error: explain.num_images: -2 must be a positive integer"
+    message = "roar: error: explain.num_images: -2: input should be greater than or equal to 1"
     assert done.stderr.strip().splitlines() == [message]

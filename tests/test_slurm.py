@@ -101,3 +101,28 @@ def test_a_job_told_to_requeue_resumes_from_its_last_checkpoint_to_the_same_resu
     )
     resumed = (tmp_path / "sweep" / "0" / "results.csv").read_text()
     assert resumed == (tmp_path / "uninterrupted" / "results.csv").read_text()
+
+
+def _largest_node() -> tuple[int, int]:
+    """CPUs and memory (MB) of the partition's largest node, as sinfo reports them."""
+    out = succeeded(subprocess.run(["sinfo", "--noheader", "--Node", "--format=%c %m"], capture_output=True,
+                                   text=True, timeout=30)).stdout  # fmt: skip
+    return max(tuple(map(int, line.split())) for line in out.splitlines())
+
+
+@pytest.mark.parametrize("resource", ["cpus", "memory"])
+def test_a_request_larger_than_every_node_is_refused_before_submitting(tmp_path, resource):
+    cpus, memory_mb = _largest_node()
+    too_large = (
+        f"hydra.launcher.cpus_per_task={cpus + 1}" if resource == "cpus"
+        else f"hydra.launcher.mem_gb={memory_mb // 1024 + 1}"
+    )  # fmt: skip
+    done = run_command("roar", "-m", *SLURM, too_large, "method=random,fullgrad", "hydra.sweep.dir=sweep",
+                       cwd=tmp_path)  # fmt: skip
+    assert done.returncode == 2, done.stderr[-3000:]
+    (line,) = done.stderr.strip().splitlines()
+    assert (
+        line.startswith("roar: error: hydra.launcher: each job asks for ") and "no node of partition" in line
+    )
+    assert f"offers {cpus} CPUs, {memory_mb / 1024:.3g} GB of memory and 0 GPUs" in line
+    assert not (tmp_path / "sweep" / ".submitit").exists()  # nothing was submitted

@@ -12,8 +12,8 @@ from sklearn.model_selection import train_test_split
 from torch.utils.data import DataLoader, Dataset
 from torchvision import transforms
 
-from roar.config import ConfigError
 from roar.data.datamodule import Split, TensorDataModule
+from roar.errors import ConfigError
 
 
 def _stack_pixels(samples: list[tuple[np.ndarray, int]]) -> tuple[torch.Tensor, torch.Tensor]:

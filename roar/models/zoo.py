@@ -5,7 +5,7 @@ from __future__ import annotations
 import torchvision
 from torch import nn
 
-from roar.config import ConfigError
+from roar.errors import ConfigError
 from roar.models.classifier import ImageClassifier
 
 

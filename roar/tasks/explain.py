@@ -20,7 +20,7 @@ from roar import report, saliency  # noqa: E402
 from roar.cache import StageCache  # noqa: E402
 from roar.config import ConfigError, method_names  # noqa: E402
 from roar.data import TensorDataModule  # noqa: E402
-from roar.pipeline import train_stage  # noqa: E402
+from roar.pipeline import load_data, train_stage  # noqa: E402
 from roar.sweep import flat_config  # noqa: E402
 from roar.training import device_of, load_classifier  # noqa: E402
 
@@ -89,7 +89,7 @@ def plot_gallery(
 def run(cfg: DictConfig) -> Path:
     """The gallery PNG (`gallery.png`) of the first `explain.num_images` test images x the selected
     methods, written into the run directory (and to the logger where it takes images)."""
-    datamodule: TensorDataModule = instantiate(cfg.dataset.datamodule)
+    datamodule = load_data(cfg)
     check_options(cfg.explain, test_images=len(datamodule.splits["test"]))
     run_dir = Path(cfg.paths.output_dir)
     run_dir.mkdir(parents=True, exist_ok=True)

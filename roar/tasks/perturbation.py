@@ -13,15 +13,13 @@ import logging
 from pathlib import Path
 
 import torch
-from hydra.utils import instantiate
 from omegaconf import DictConfig
 from torch import nn
 
 from roar.cache import StageCache
 from roar.config import method_names
-from roar.data import TensorDataModule
 from roar.data.datamodule import unit_range
-from roar.pipeline import saliency_stage, train_stage
+from roar.pipeline import load_data, saliency_stage, train_stage
 from roar.removal import pixels_to_remove, removal_mask, remove
 from roar.report import Outputs
 from roar.tasks.common import open_run, write_outputs
@@ -61,7 +59,7 @@ def least_salient_mask(maps: torch.Tensor, fraction: float, generator: torch.Gen
 
 
 def grid(cfg: DictConfig, cache: StageCache, fractions: list[float], fill: str) -> list[dict]:
-    datamodule: TensorDataModule = instantiate(cfg.dataset.datamodule)
+    datamodule = load_data(cfg)
     base = train_stage(cfg, cache, datamodule, cfg.seed)
     model = load_classifier(cfg.model, base).net.to(device_of(cfg.trainer))
     test = datamodule.splits["test"]

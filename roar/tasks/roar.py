@@ -10,13 +10,11 @@ import logging
 from functools import partial
 from pathlib import Path
 
-from hydra.utils import instantiate
 from omegaconf import DictConfig
 
 from roar.cache import StageCache
 from roar.config import method_names
-from roar.data import TensorDataModule
-from roar.pipeline import removal_spec, removed_datamodule, saliency_stage, train_stage
+from roar.pipeline import load_data, removal_spec, removed_datamodule, saliency_stage, train_stage
 from roar.report import Outputs
 from roar.tasks.common import open_run, write_outputs
 
@@ -31,7 +29,7 @@ def unmodified_fraction(mode: str) -> float:
 def grid(cfg: DictConfig, cache: StageCache) -> list[dict]:
     """Every (method, fraction, seed) cell of the ROAR grid, plus the unmodified data at
     `unmodified_fraction`."""
-    datamodule: TensorDataModule = instantiate(cfg.dataset.datamodule)
+    datamodule = load_data(cfg)
     base = train_stage(cfg, cache, datamodule, cfg.seed)
     log.info("base model: val acc %.3f, test acc %.3f", base["val_acc"], base["test_acc"])
     methods = method_names(cfg)
