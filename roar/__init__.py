@@ -1,3 +1,8 @@
 """roar: a remove-and-retrain (ROAR) benchmark for saliency methods, built around FullGrad."""
 
+from pathlib import Path
+
 __version__ = "0.1.0"
+
+# Hydra's primary config directory (conf/ at the repository root, beside this package).
+CONFIG_DIR = Path(__file__).resolve().parent.parent / "conf"

@@ -10,10 +10,10 @@ from hydra.errors import InstantiationException
 from hydra.utils import instantiate
 from omegaconf import DictConfig
 
+from roar import CONFIG_DIR
 from roar.config import ConfigError, check_group_choices, validate
 from roar.sweep import register_resolvers
 
-CONFIG_DIR = Path(__file__).resolve().parent.parent / "conf"
 register_resolvers()
 
 

@@ -16,7 +16,7 @@ from omegaconf import DictConfig
 from roar.cache import StageCache
 from roar.config import method_names
 from roar.data import TensorDataModule
-from roar.pipeline import removal_spec, removed_datamodule, saliency_stage, train_stage
+from roar.pipeline import check_methods, removal_spec, removed_datamodule, saliency_stage, train_stage
 from roar.report import Outputs
 from roar.tasks.common import open_run, write_outputs
 
@@ -34,6 +34,7 @@ def grid(cfg: DictConfig, cache: StageCache) -> list[dict]:
     datamodule: TensorDataModule = instantiate(cfg.dataset.datamodule)
     base = train_stage(cfg, cache, datamodule, cfg.seed)
     log.info("base model: val acc %.3f, test acc %.3f", base["val_acc"], base["test_acc"])
+    check_methods(cfg, base, datamodule, cache)
     methods = method_names(cfg)
     reference = unmodified_fraction(cfg.roar.mode)
     fractions = sorted({float(f) for f in cfg.roar.fractions} - {reference})
