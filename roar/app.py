@@ -15,6 +15,8 @@ from roar.config import ConfigError, check_group_choices, validate
 from roar.sweep import register_resolvers
 
 register_resolvers()
+# Hydra names the command's job after the file holding its main (this one): the run's log is app.log.
+JOB_NAME = "app"
 
 
 def experiment(cfg: DictConfig) -> Path:
