@@ -5,9 +5,10 @@
 from __future__ import annotations
 
 from roar.saliency.base import REDUCTIONS, ContractError, PixelSaliency, check_attributions
-from roar.saliency.cam import GradCam, GradCamPlusPlus, LayerGradCamPlusPlus
+from roar.saliency.cam import GradCam, GradCamPlusPlus, GuidedGradCam, LayerGradCamPlusPlus
 from roar.saliency.fullgrad import FullGrad, SimpleFullGrad, SmoothFullGrad
 from roar.saliency.integrated_gradients import IntegratedGradients
+from roar.saliency.lrp import LRP
 from roar.saliency.methods import (
     FunctionAttribution,
     available,
@@ -18,22 +19,34 @@ from roar.saliency.methods import (
 )
 from roar.saliency.noise import NoisyGradients, SmoothGrad, SmoothGradSquared, VarGrad
 from roar.saliency.oracle import Oracle
+from roar.saliency.perturbation import FeatureAblation, KernelShap, Lime, Occlusion, ShapleyValueSampling
 from roar.saliency.random import RandomSaliency
+from roar.saliency.reference import DeepLift, DeepLiftShap, GradientShap
 from roar.saliency.sobel import Sobel
 
 __all__ = [
     "REDUCTIONS",
     "ContractError",
+    "DeepLift",
+    "DeepLiftShap",
+    "FeatureAblation",
     "FullGrad",
     "FunctionAttribution",
     "GradCam",
     "GradCamPlusPlus",
+    "GradientShap",
+    "GuidedGradCam",
     "IntegratedGradients",
+    "KernelShap",
+    "LRP",
     "LayerGradCamPlusPlus",
+    "Lime",
     "NoisyGradients",
+    "Occlusion",
     "Oracle",
     "PixelSaliency",
     "RandomSaliency",
+    "ShapleyValueSampling",
     "SimpleFullGrad",
     "SmoothFullGrad",
     "SmoothGrad",
