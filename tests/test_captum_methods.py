@@ -1,14 +1,18 @@
 """Captum's attribution methods and zennit's LRP by name, on roar's small CNN and CIFAR ResNet-18."""
 
+import csv
+
 import captum.attr
 import pytest
 import torch
 from torch import nn
 
 from roar import saliency
+from roar.app import experiment
 from roar.models import SmallCNN, resnet18_cifar
 from roar.saliency.perturbation import patch_mask, superpixel_mask
 from roar.saliency.reference import DeepLift, untangled
+from tests.conftest import compose_config
 
 METHODS = ["deeplift", "deeplift_shap", "gradient_shap", "deconvolution", "guided_gradcam", "occlusion",
            "feature_ablation", "shapley_value_sampling", "lime", "kernel_shap", "lrp"]  # fmt: skip
@@ -79,6 +83,18 @@ def test_deeplift_untangles_reused_activations_and_sums_to_the_logit_difference(
     )
 
 
+def test_deeplift_runs_under_deterministic_algorithms_and_leaves_the_setting_as_it_was():
+    # A deterministic Lightning fit turns them on; Captum's max-pool rule calls max_unpool, flagged otherwise.
+    model, images = MODELS["small_cnn"][0](), torch.randn(2, 3, 8, 8)
+    torch.use_deterministic_algorithms(True)
+    try:
+        saliency.create("deeplift", model).pixel_maps(images, torch.tensor([0, 1]))
+        assert torch.are_deterministic_algorithms_enabled()
+        assert not torch.is_deterministic_algorithms_warn_only_enabled()
+    finally:
+        torch.use_deterministic_algorithms(False)
+
+
 def test_deeplift_shap_equals_captums_with_the_same_references():
     model = MODELS["small_cnn"][0]()
     images, targets = torch.randn(3, 3, 8, 8), torch.tensor([0, 1, 2])
@@ -133,3 +149,13 @@ def test_lrp_on_a_linear_model_is_input_times_weight():
 def test_bad_parameters_fail_when_the_method_is_built(name, params, message):
     with pytest.raises(ValueError, match=message):
         saliency.check_params({**saliency.named_config(name), **params})
+
+
+@pytest.mark.slow  # 12 trainings: about 45 s of CPU time
+def test_every_method_runs_the_roar_grid(tmp_path):
+    cheap = [f"method.{name}.{key}={value}" for name, params in FAST.items() for key, value in params.items()]
+    cfg = compose_config(tmp_path, f"method=[{','.join(METHODS)}]", "roar.fractions=[0.5]",
+                         "trainer.max_epochs=1", "logger=none", *cheap)  # fmt: skip
+    with open(experiment(cfg) / "results.csv") as f:
+        cells = {(row["method"], float(row["fraction"])) for row in csv.DictReader(f)}
+    assert cells == {(m, f) for m in METHODS for f in (0.0, 0.5)}

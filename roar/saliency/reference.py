@@ -13,6 +13,8 @@ one DeepLift pass of the batch. GradientSHAP is computed one sample per pass in 
 from __future__ import annotations
 
 import copy
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 import captum.attr
 import torch
@@ -66,6 +68,24 @@ def untangled(model: nn.Module, inputs: torch.Tensor) -> nn.Module:
     return copied
 
 
+@contextmanager
+def max_unpool_allowed() -> Iterator[None]:
+    """Captum's DeepLift rule for max-pooling calls max_unpool, which PyTorch flags as nondeterministic:
+    under torch.use_deterministic_algorithms(True) (a deterministic Lightning fit sets it) it would raise.
+    For the call, it warns instead; the previous setting is restored afterwards."""
+    strict = (
+        torch.are_deterministic_algorithms_enabled()
+        and not torch.is_deterministic_algorithms_warn_only_enabled()
+    )
+    if strict:
+        torch.use_deterministic_algorithms(True, warn_only=True)
+    try:
+        yield
+    finally:
+        if strict:
+            torch.use_deterministic_algorithms(True)
+
+
 def _check_positive(**values) -> None:
     for key, value in values.items():
         if value < 1:
@@ -84,7 +104,8 @@ class DeepLift:
         return captum.attr.DeepLift(untangled(self.model, inputs), self.multiply_by_inputs)
 
     def attribute(self, inputs: torch.Tensor, target=None) -> torch.Tensor:
-        return self._method(inputs).attribute(inputs, target=target)
+        with max_unpool_allowed():
+            return self._method(inputs).attribute(inputs, target=target)
 
 
 class _References:
@@ -113,8 +134,10 @@ class DeepLiftShap(DeepLift, _References):
     def attribute(self, inputs: torch.Tensor, target=None) -> torch.Tensor:
         method, total = self._method(inputs), torch.zeros_like(inputs)
         for reference in self.references(inputs):
-            baseline = reference.expand_as(inputs)
-            total += method.attribute(inputs, baselines=baseline, target=target).detach()
+            with max_unpool_allowed():
+                total += method.attribute(
+                    inputs, baselines=reference.expand_as(inputs), target=target
+                ).detach()
         return total / self.n_references
 
 
