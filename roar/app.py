@@ -8,13 +8,15 @@ from pathlib import Path
 import hydra
 from hydra.errors import InstantiationException
 from hydra.utils import instantiate
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 
 from roar import CONFIG_DIR
 from roar.config import ConfigError, check_group_choices, validate
+from roar.data.vision import image_folder
 from roar.sweep import register_resolvers
 
 register_resolvers()
+OmegaConf.register_new_resolver("image_folder", image_folder, replace=True)
 # Hydra names the command's job after the file holding its main (this one): the run's log is app.log.
 JOB_NAME = "app"
 
