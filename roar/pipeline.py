@@ -76,13 +76,14 @@ def saliency_spec(cfg: DictConfig, method: str) -> dict:
         "params": params,
         "reduce": method_reduction(cfg, method),
     }
-    # The target enters the key where it is not the one roar ships under this name (whose keys thus stay
-    # as they were before methods named their targets); code outside roar enters by its source's hash, so
-    # editing a user's method recomputes its maps and cells instead of reusing stale ones.
+    # A user's method (a name roar does not ship, or a shipped name pointed at another target) adds its
+    # target and the hash of its module's source, so that editing the method recomputes its maps and cells
+    # instead of reusing stale ones; the methods roar ships keep the keys they had before methods named
+    # their targets (roar's changes are versioned by roar.cache.FORMAT_VERSION, Captum's by its release).
     if method not in saliency.available() or saliency.named_config(method)["_target_"] != target:
         spec["target"] = target
-    if (source := saliency.source_hash(target)) is not None:
-        spec["source"] = source
+        if (source := saliency.source_hash(target)) is not None:
+            spec["source"] = source
     if "seed" in params:  # a seeded method draws its noise batch by batch: the batching shapes its maps
         spec["batch_size"] = cfg.roar.saliency_batch_size
     return spec

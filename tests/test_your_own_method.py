@@ -102,7 +102,9 @@ def test_editing_a_users_method_changes_its_cache_key(tmp_path, monkeypatch):
     after = saliency_spec(cfg, "mine")
     assert before["source"] != after["source"] and before["target"] == "my_saliency.method"
     # roar's own methods keep the keys they had before methods named their targets.
-    assert set(saliency_spec(cfg, "fullgrad")) == {"base", "method", "params", "reduce"}
+    shipped = compose_config(tmp_path, "method=[fullgrad,input_gradient]")
+    for name in ("fullgrad", "input_gradient"):  # a roar class and a Captum one
+        assert set(saliency_spec(shipped, name)) == {"base", "method", "params", "reduce"}
     # A shipped name pointed at another target is another method: its maps are not reused.
     moved = compose_config(
         tmp_path, "method=[fullgrad]", "method.fullgrad._target_=roar.saliency.SimpleFullGrad"

@@ -120,10 +120,7 @@ def check_params(config: Mapping) -> None:
 
 def source_hash(path: str) -> str | None:
     """SHA-256 (20 hex digits) of the source file of the module that defines the target `path`, so that a
-    cache key changes when the method's code does; None for roar's own methods (their changes are
-    versioned by roar.cache.FORMAT_VERSION) and for targets without a source file."""
-    if path.startswith("roar."):
-        return None
+    cache key changes when the method's code does; None for a target without a source file."""
     module = sys.modules.get(resolve_target(path).__module__)
     source = getattr(module, "__file__", None)
     if source is None or not Path(source).is_file():
