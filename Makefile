@@ -26,7 +26,7 @@ demo: install
 	$(VENV)/bin/roar experiment=digits
 
 test: install
-	$(VENV)/bin/ruff check roar hydra_plugins tests benchmarks
+	$(VENV)/bin/ruff check roar hydra_plugins tests benchmarks examples
 	$(VENV)/bin/pytest -m "not slow"
 
 test-all: install
@@ -46,8 +46,8 @@ bench: install
 	$(VENV)/bin/python -m benchmarks
 
 lint: install
-	$(VENV)/bin/ruff check roar hydra_plugins tests benchmarks
-	$(VENV)/bin/ruff format --check roar hydra_plugins tests benchmarks
+	$(VENV)/bin/ruff check roar hydra_plugins tests benchmarks examples
+	$(VENV)/bin/ruff format --check roar hydra_plugins tests benchmarks examples
 
 clean:
 	rm -rf $(VENV) .uv outputs multirun cache wandb

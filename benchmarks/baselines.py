@@ -2,7 +2,8 @@
 
 CIFAR-sized inputs (64 x 3 x 32 x 32, two CPU threads) on torchvision's vgg11_bn (classifier resized for
 512 x 1 x 1 features) and resnet18, 10 classes, random weights; each method with the parameters of its
-conf/method/<name>.yaml (integrated gradients: 50 steps; the noise methods: 50 samples), called through
+conf/method/<name>.yaml (integrated gradients: 50 steps; the noise methods: 50 samples; the perturbation
+methods: 64 patches or superpixels, lime and kernel_shap 200 samples), called through
 `roar.saliency.create(...).pixel_maps`. How time and memory are measured: benchmarks/measure.py.
 
 Targets: integrated_gradients <= 55x the floor's time and <= 2x its peak memory. For reference, a row
@@ -16,7 +17,6 @@ from functools import partial
 
 import captum.attr
 import torch
-from omegaconf import OmegaConf
 from torch import nn
 
 from benchmarks.measure import (
@@ -29,34 +29,33 @@ from benchmarks.measure import (
     time_ratio,
 )
 from roar import saliency
-from roar.app import CONFIG_DIR
 
 BASELINES = (
-    "input_gradient", "input_x_gradient", "guided_backprop", "gradcam", "gradcam_plus_plus",
-    "integrated_gradients", "smoothgrad", "smoothgrad_sq", "vargrad", "random", "sobel",
+    "input_gradient", "input_x_gradient", "guided_backprop", "deconvolution", "gradcam", "gradcam_plus_plus",
+    "guided_gradcam", "deeplift", "lrp", "integrated_gradients", "smoothgrad", "smoothgrad_sq", "vargrad",
+    "deeplift_shap", "gradient_shap", "occlusion", "feature_ablation", "shapley_value_sampling", "lime",
+    "kernel_shap", "random", "sobel",
 )  # fmt: skip
-# One call of these is 50 floor-sized passes, whose own spread averages out: two timed calls (after the
-# warm-up) keep the whole table within minutes, and five floor calls next to each give the ratio a steady
-# denominator.
-SLOW = ("integrated_gradients", "smoothgrad", "smoothgrad_sq", "vargrad", "captum_ig")
+# One call of these is 8 to hundreds of floor-sized passes, whose own spread averages out: two timed calls
+# (after the warm-up) keep the whole table within minutes, and five floor calls next to each give the ratio
+# a steady denominator.
+SLOW = (
+    "integrated_gradients", "smoothgrad", "smoothgrad_sq", "vargrad", "deeplift_shap", "gradient_shap",
+    "occlusion", "feature_ablation", "shapley_value_sampling", "lime", "kernel_shap", "captum_ig",
+)  # fmt: skip
 SLOW_REPEATS, FLOORS_PER_SLOW_CALL = 2, 5
 CHEAP_REPEATS = 11
 TARGET_TIME, TARGET_MEMORY = 55.0, 2.0
 
 
-def method_params(name: str) -> dict:
-    """The method's parameters as configured in conf/method/<name>.yaml, with the run seed 0."""
-    node = OmegaConf.merge({"seed": 0}, OmegaConf.load(CONFIG_DIR / "method" / f"{name}.yaml"))
-    return OmegaConf.to_container(node, resolve=True)[name]
-
-
 def saliency_call(name: str, model: nn.Module, x: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-    return saliency.create(name, model, **method_params(name)).pixel_maps(x, target)
+    """The method with its conf/method/<name>.yaml parameters (the run seed 0), as create(name) reads them."""
+    return saliency.create(name, model).pixel_maps(x, target)
 
 
 def captum_integrated_gradients(model: nn.Module, x: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
     """Plain Captum: all N x n_steps path points in one batch (internal_batch_size=None)."""
-    n_steps = method_params("integrated_gradients")["n_steps"]
+    n_steps = saliency.named_config("integrated_gradients")["n_steps"]
     x = x.detach().requires_grad_(True)
     return captum.attr.IntegratedGradients(model).attribute(x, target=target, n_steps=n_steps)
 

@@ -10,14 +10,18 @@ from pathlib import Path
 import hydra
 from hydra.errors import ConfigCompositionException, InstantiationException, OverrideParseException
 from hydra.utils import instantiate
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 
+from roar import CONFIG_DIR
 from roar.config import ConfigError, check_group_choices, check_writable, validate
+from roar.data.vision import image_folder
 from roar.sweep import register_resolvers
 from roar.threads import apply_thread_policy
 
-CONFIG_DIR = Path(__file__).resolve().parent.parent / "conf"
 register_resolvers()
+OmegaConf.register_new_resolver("image_folder", image_folder, replace=True)
+# Hydra names the command's job after the file holding its main (this one): the run's log is app.log.
+JOB_NAME = "app"
 
 
 def experiment(cfg: DictConfig) -> Path:

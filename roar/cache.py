@@ -85,6 +85,10 @@ class StageCache:
             log.warning("cache: %s/%s cannot be loaded (%s); recomputing", stage, key, error)
             return None
 
+    def has(self, stage: str, spec: dict[str, Any]) -> bool:
+        """Whether `stage` has an artifact for `spec` (its manifest is written last, so it is complete)."""
+        return (self.directory(stage, spec_key(spec)) / MANIFEST).is_file()
+
     def get_or_compute(self, stage: str, spec: dict[str, Any], compute: Callable[[Path], dict]) -> dict:
         """The artifact of `stage` for `spec`; `compute(workdir)` runs only if no valid one exists.
 

@@ -77,9 +77,9 @@ def check_model(cfg: DictConfig, images: torch.Tensor, labels: torch.Tensor) -> 
     # In float64 a decomposition that holds adds up to ~1e-15: any residual above rtol is the model's.
     exact_net, exact_images = copy.deepcopy(net).double(), images.double()
     for method in method_names(cfg):
-        if not hasattr(saliency.METHODS[method], "check_completeness"):
+        attribution = saliency.create(cfg.method[method], exact_net).attribution
+        if not hasattr(attribution, "check_completeness"):
             continue
-        attribution = saliency.create(method, exact_net, **cfg.method[method]).attribution
         try:
             attribution.check_completeness(exact_images, labels)
         except CompletenessError as error:
@@ -127,6 +127,7 @@ def train_stage(
 
 def saliency_spec(cfg: DictConfig, method: str) -> dict:
     params = _plain(cfg.method[method])
+    target = params.pop("_target_")
     spec = {
         "base": spec_key(training_spec(cfg, cfg.seed, None)),
         "method": method,
@@ -134,6 +135,14 @@ def saliency_spec(cfg: DictConfig, method: str) -> dict:
         "reduce": method_reduction(cfg, method),
         **cpu_threads(cfg.trainer),
     }
+    # A user's method (a name roar does not ship, or a shipped name pointed at another target) adds its
+    # target and the hash of its module's source, so that editing the method recomputes its maps and cells
+    # instead of reusing stale ones; the methods roar ships keep the keys they had before methods named
+    # their targets (roar's changes are versioned by roar.cache.FORMAT_VERSION, Captum's by its release).
+    if method not in saliency.available() or saliency.named_config(method)["_target_"] != target:
+        spec["target"] = target
+        if (source := saliency.source_hash(target)) is not None:
+            spec["source"] = source
     if "seed" in params:  # a seeded method draws its noise batch by batch: the batching shapes its maps
         spec["batch_size"] = cfg.roar.saliency_batch_size
     return spec
@@ -168,11 +177,46 @@ def compute_maps(
 def saliency_stage(cfg: DictConfig, cache: StageCache, method: str, base: dict, datamodule) -> dict:
     def compute(workdir: Path) -> dict:
         net = load_classifier(cfg.model, base).net.to(device_of(cfg.trainer))
-        params = {k: v for k, v in cfg.method[method].items() if k != "reduce"}
-        explainer = saliency.create(method, net, reduce=method_reduction(cfg, method), **params)
+        explainer = saliency.create(cfg.method[method], net, reduce=method_reduction(cfg, method))
         return compute_maps(explainer, datamodule, cfg.roar.saliency_batch_size, desc=f"saliency: {method}")
 
     return cache.get_or_compute("saliency", saliency_spec(cfg, method), compute)
+
+
+# Images per method in the check before any saliency stage: enough for a batch, cheap for any method.
+CHECK_IMAGES = 4
+
+
+class MethodError(ConfigError):
+    """A method that fails on the base model; one line naming it and what is wrong."""
+
+
+def check_methods(
+    cfg: DictConfig, base: dict, datamodule: TensorDataModule, cache: StageCache | None
+) -> None:
+    """Run every selected method once, on the first CHECK_IMAGES validation images and the base model, as
+    its saliency stage would: a method that raises, or returns attributions of the wrong shape, on another
+    device or not finite, stops the run (MethodError) before any stage runs over the dataset or any model
+    is retrained. Methods whose maps `cache` already holds are not run (None: every method is)."""
+    methods = [
+        m for m in method_names(cfg) if cache is None or not cache.has("saliency", saliency_spec(cfg, m))
+    ]
+    if not methods:
+        return
+    net = load_classifier(cfg.model, base).net.to(device_of(cfg.trainer))
+    val = datamodule.splits["val"]
+    images = datamodule.normalize(val.images[:CHECK_IMAGES].to(device_of(cfg.trainer)))
+    truth = datamodule.ground_truth["val"][:CHECK_IMAGES] if datamodule.ground_truth else None
+    for method in methods:
+        try:
+            explainer = saliency.create(cfg.method[method], net, reduce=method_reduction(cfg, method))
+            explainer.pixel_maps(images, val.labels[:CHECK_IMAGES], truth)
+        except saliency.ContractError as error:
+            raise MethodError(f"method.{method}: {error}") from None
+        except Exception as error:  # a user's code may raise anything: one line, not a traceback
+            lines = str(error).strip().splitlines()
+            reason = f": {lines[0]}" if lines else ""
+            raise MethodError(f"method.{method}: raised {type(error).__name__}{reason}") from None
 
 
 def removal_masks(maps: dict, fraction: float, generator: torch.Generator, mode: str = "roar") -> dict:

@@ -115,16 +115,19 @@ def write_svhn(root: Path, train: int = 120, test: int = 20):
     return _as_torch(made)
 
 
-def write_image_folder(root: Path, classes: int = 3, train: int = 36, test: int = 12, size: int = 16):
-    """<root>/{train,test}/<class name>/<i>.png, RGB."""
-    made = _make({"train": train, "test": test}, classes, 3, size)
+def write_image_folder(
+    root: Path, classes: int = 3, train: int = 36, test: int = 12, size: int = 16, grey: bool = False
+):
+    """<root>/{train,test}/<class name>/<i>.png, RGB (grey=True: one-channel "L" images)."""
+    made = _make({"train": train, "test": test}, classes, 1 if grey else 3, size)
     for split, (images, labels) in made.items():
         order = np.lexsort((np.arange(len(labels)), labels))  # ImageFolder lists class by class, files sorted
         made[split] = (images[order], labels[order])
         for rank, i in enumerate(order):
             folder = Path(root) / split / f"class_{labels[i]}"
             folder.mkdir(parents=True, exist_ok=True)
-            Image.fromarray(images[i].transpose(1, 2, 0)).save(folder / f"{rank:04d}.png")
+            pixels = images[i].transpose(1, 2, 0)
+            Image.fromarray(pixels[..., 0] if grey else pixels).save(folder / f"{rank:04d}.png")
     return _as_torch(made)
 
 

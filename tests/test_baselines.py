@@ -9,7 +9,7 @@ import torchvision
 from torch import nn
 
 from roar import saliency
-from roar.app import CONFIG_DIR, experiment
+from roar.app import experiment
 from roar.config import ConfigError, method_names, validate
 from roar.models import SmallCNN
 from roar.saliency import GradCam, GradCamPlusPlus, IntegratedGradients, Sobel
@@ -49,10 +49,10 @@ def _maps(name, model, images, targets, **params):
     return saliency.create(name, model, **{**FAST.get(name, {}), **params}).pixel_maps(images, targets)
 
 
-def test_every_baseline_is_registered_with_a_config_file():
-    assert set(BASELINES) <= set(saliency.METHODS)
+def test_every_baseline_has_a_config_file_naming_its_target():
+    assert set(BASELINES) <= set(saliency.available())
     for name in BASELINES:
-        assert (CONFIG_DIR / "method" / f"{name}.yaml").is_file()
+        assert "_target_" in saliency.named_config(name)
 
 
 @pytest.mark.parametrize("device", DEVICES)
@@ -290,15 +290,12 @@ def test_presets_and_lists_compose(tmp_path, choice, expected):
     validate(cfg)
 
 
-@pytest.mark.xfail(
-    "smooth_fullgrad" not in saliency.METHODS,
-    reason="conf/method/all.yaml lists smooth_fullgrad, which issue 3's branch registers",
-    strict=True,
-)
 def test_all_preset_selects_every_method_that_needs_no_ground_truth(tmp_path):
     cfg = compose_config(tmp_path, "method=all")
-    # The oracle reads the dataset's ground truth (dataset=synthetic only), so no preset can hold it.
-    assert sorted(method_names(cfg)) == sorted(set(saliency.METHODS) - {"oracle"})
+    # The oracle reads the dataset's ground truth (dataset=synthetic only), so no preset can hold it; the
+    # perturbation methods that sample are left to be selected by name.
+    costly = {"shapley_value_sampling", "lime", "kernel_shap"}  # hundreds of passes per image
+    assert sorted(method_names(cfg)) == sorted(set(saliency.available()) - {"oracle"} - costly)
 
 
 def test_the_demo_runs_the_paper_preset(tmp_path):

@@ -110,10 +110,7 @@ def test_split_is_seeded(tmp_path):
      ("mnist", "MNIST/raw/"), ("fashion_mnist", "FashionMNIST/raw/"), ("imagefolder", "train/")],
 )  # fmt: skip
 def test_a_missing_dataset_is_one_line_saying_where_and_how(tmp_path, name, where):
-    extra = ["dataset.num_classes=3"] if name == "imagefolder" else []
-    cfg = compose_config(
-        tmp_path, f"dataset={name}", f"dataset.root={tmp_path / 'nowhere'}", *extra, "logger=none"
-    )
+    cfg = compose_config(tmp_path, f"dataset={name}", f"dataset.root={tmp_path / 'nowhere'}", "logger=none")
     with pytest.raises(ConfigError) as error:
         experiment(cfg)
     message = str(error.value)
@@ -152,8 +149,20 @@ def test_train_size_keeps_a_seeded_class_stratified_subset_and_the_same_validati
     )
 
 
-def test_image_folder_needs_its_root_and_class_count_before_anything_runs(tmp_path):
-    with pytest.raises(ConfigError, match=r"^dataset.num_classes: required"):
-        experiment(compose_config(tmp_path, "dataset=imagefolder", "dataset.root=/x", "logger=none"))
+def test_image_folder_needs_its_root_before_anything_runs(tmp_path):
     with pytest.raises(ConfigError, match=r"^dataset.root: required"):
-        experiment(compose_config(tmp_path, "dataset=imagefolder", "dataset.num_classes=3", "logger=none"))
+        experiment(compose_config(tmp_path, "dataset=imagefolder", "logger=none"))
+
+
+@pytest.mark.parametrize(("grey", "channels"), [(False, 3), (True, 1)])
+def test_image_folder_takes_classes_and_channels_from_the_folder(tmp_path, grey, channels):
+    written = dataset_files.write_image_folder(tmp_path / "data", classes=4, size=8, grey=grey)
+    cfg = compose_config(tmp_path, "dataset=imagefolder", f"dataset.root={tmp_path / 'data'}")
+    assert (cfg.dataset.num_classes, cfg.dataset.channels) == (4, channels)
+    dm = instantiate(cfg.dataset.datamodule, image_size=8)
+    assert dm.image_shape == (channels, 8, 8) and dm.num_classes == 4
+    assert torch.equal(dm.splits["test"].images, written["test"][0])
+    # Given values win over the folder's.
+    given = compose_config(tmp_path, "dataset=imagefolder", f"dataset.root={tmp_path / 'data'}",
+                           "dataset.num_classes=7")  # fmt: skip
+    assert given.dataset.num_classes == 7

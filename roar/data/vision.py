@@ -4,16 +4,44 @@ once through torchvision's own classes and held in memory as uint8 tensors."""
 from __future__ import annotations
 
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
+from PIL import Image
 from sklearn.model_selection import train_test_split
 from torch.utils.data import DataLoader, Dataset
 from torchvision import transforms
 
 from roar.data.datamodule import Split, TensorDataModule
 from roar.errors import ConfigError
+
+# PIL modes of one-channel images; any other image is read as RGB.
+GREY_MODES = ("1", "L", "I", "I;16", "F")
+
+
+def image_folder(key: str, root: str) -> int | None:
+    """What `dataset=imagefolder` takes from `<root>/train` when it is not given (the resolver
+    `${image_folder:classes|channels,<root>}`): the number of class folders, or the channels (1 if the
+    first image is grey, else 3). None where the folder does not exist: loading it then says where it was
+    expected."""
+    train = Path(root) / "train"
+    if not train.is_dir():
+        return None
+    classes = sorted(p for p in train.iterdir() if p.is_dir())
+    if key == "classes":
+        return len(classes)
+    if key == "channels":
+        first = next((f for c in classes for f in sorted(c.iterdir()) if f.is_file()), None)
+        return 1 if first is not None and Image.open(first).mode in GREY_MODES else 3
+    raise ValueError(f"${{image_folder:{key},...}}: unknown key; use classes or channels")
+
+
+def load_image(path: str, channels: int = 3) -> Image.Image:
+    """An image file as ImageFolder's loader reads it, converted to grey (channels=1) or RGB."""
+    with open(path, "rb") as f:
+        return Image.open(f).convert("L" if channels == 1 else "RGB")
 
 
 def _stack_pixels(samples: list[tuple[np.ndarray, int]]) -> tuple[torch.Tensor, torch.Tensor]:

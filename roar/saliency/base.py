@@ -26,6 +26,27 @@ class Attribution(Protocol):
     def attribute(self, inputs: torch.Tensor, target=None) -> torch.Tensor: ...
 
 
+class ContractError(ValueError):
+    """A method's attributions that cannot be ranked: wrong shape, another device, NaN or inf."""
+
+
+def check_attributions(attributions, inputs: torch.Tensor) -> None:
+    """Raise ContractError unless `attributions` is a finite tensor on the inputs' device shaped as the
+    inputs, or with one channel: (N, C or 1, H, W) for inputs (N, C, H, W)."""
+    if not isinstance(attributions, torch.Tensor):
+        raise ContractError(f"returned {type(attributions).__name__}, not a tensor")
+    n, channels, *spatial = inputs.shape
+    shape = tuple(attributions.shape)
+    if len(shape) != inputs.ndim or (shape[0], *shape[2:]) != (n, *spatial) or shape[1] not in (1, channels):
+        expected = ", ".join(map(str, [n, f"{channels} or 1" if channels != 1 else 1, *spatial]))
+        raise ContractError(f"returned shape {shape} for inputs {tuple(inputs.shape)}; expected ({expected})")
+    if attributions.device != inputs.device:
+        raise ContractError(f"returned a tensor on {attributions.device}; the inputs are on {inputs.device}")
+    if not torch.isfinite(attributions).all():
+        bad = (~torch.isfinite(attributions)).sum().item()
+        raise ContractError(f"returned {bad} NaN or infinite values of {attributions.numel()}")
+
+
 class PixelSaliency:
     """Wraps an attribution method into per-pixel maps on the model's device.
 
@@ -35,22 +56,29 @@ class PixelSaliency:
     """
 
     def __init__(self, attribution: Attribution, device: torch.device, reduce: str = "abs_sum"):
-        if reduce not in REDUCTIONS:
-            raise ValueError(f"unknown pixel reduction {reduce!r}; choose from {sorted(REDUCTIONS)}")
+        self.check_reduce(reduce)
         self.attribution = attribution
         self.device = device
         self.reduce = reduce
+
+    @staticmethod
+    def check_reduce(reduce: str) -> None:
+        if reduce not in REDUCTIONS:
+            raise ValueError(f"unknown pixel reduction {reduce!r}; choose from {sorted(REDUCTIONS)}")
 
     def pixel_maps(
         self, images: torch.Tensor, targets: torch.Tensor, ground_truth: torch.Tensor | None = None
     ) -> torch.Tensor:
         """Maps of `images` for the classes `targets`. `ground_truth`, the pixels known to decide the label
-        (N, H, W) where the dataset has them, reaches only methods that declare `uses_ground_truth`."""
+        (N, H, W) where the dataset has them, reaches only methods that declare `uses_ground_truth`.
+        Attributions that break the contract of `check_attributions` raise ContractError."""
         images, targets = images.to(self.device), targets.to(self.device)
         extra = {}
         if getattr(self.attribution, "uses_ground_truth", False):
             extra["ground_truth"] = ground_truth
         # A fresh leaf that requires grad: gradient methods differentiate with respect to it.
         attributions = self.attribution.attribute(images.detach().requires_grad_(), target=targets, **extra)
+        # Every batch: a bad value anywhere would silently corrupt the ranking of every image after it.
+        check_attributions(attributions, images)
         maps = REDUCTIONS[self.reduce](attributions.detach()).float()
         return maps.expand_as(images).contiguous() if maps.ndim == images.ndim else maps

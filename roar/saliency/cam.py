@@ -101,3 +101,12 @@ class GradCamPlusPlus(GradCam):
     """Grad-CAM++ at `layer`, as an (N, 1, H, W) map at the input size."""
 
     layer_attribution = LayerGradCamPlusPlus
+
+
+class GuidedGradCam(GradCam):
+    """Guided Grad-CAM (Selvaraju et al., 2017; Captum's GuidedGradCam): guided backpropagation times the
+    Grad-CAM map of `layer` (the same default as gradcam) upsampled to the input, (N, C, H, W)."""
+
+    def attribute(self, inputs: torch.Tensor, target=None) -> torch.Tensor:
+        method = captum.attr.GuidedGradCam(self.model, self._layer(inputs))
+        return method.attribute(inputs, target=target, interpolate_mode="bilinear")

@@ -20,7 +20,7 @@ from roar import report, saliency  # noqa: E402
 from roar.cache import StageCache  # noqa: E402
 from roar.config import ConfigError, method_names  # noqa: E402
 from roar.data import TensorDataModule  # noqa: E402
-from roar.pipeline import load_data, train_stage  # noqa: E402
+from roar.pipeline import check_methods, load_data, train_stage  # noqa: E402
 from roar.sweep import flat_config  # noqa: E402
 from roar.training import device_of, load_classifier  # noqa: E402
 
@@ -49,7 +49,7 @@ def explain_images(
     targets = labels if cfg.explain.target == "label" else predicted
     truth = datamodule.ground_truth["test"][: cfg.explain.num_images] if datamodule.ground_truth else None
     maps = {
-        name: saliency.create(name, net, **cfg.method[name]).pixel_maps(inputs, targets, truth).cpu()
+        name: saliency.create(cfg.method[name], net).pixel_maps(inputs, targets, truth).cpu()
         for name in method_names(cfg)
     }
     return images, labels, predicted, maps
@@ -96,6 +96,7 @@ def run(cfg: DictConfig) -> Path:
     cache = StageCache(Path(cfg.paths.cache_dir))
     base = train_stage(cfg, cache, datamodule, cfg.seed)
     log.info("base model: val acc %.3f, test acc %.3f", base["val_acc"], base["test_acc"])
+    check_methods(cfg, base, datamodule, cache=None)  # the gallery computes every method's maps
     device = device_of(cfg.trainer)
     net = load_classifier(cfg.model, base).net.to(device)
 

@@ -21,7 +21,7 @@ from roar.cache import StageCache
 from roar.config import method_names
 from roar.data import Split, TensorDataModule
 from roar.data.datamodule import SPLITS
-from roar.pipeline import load_data, mask_spec, removal_masks, saliency_stage, train_stage
+from roar.pipeline import check_methods, load_data, mask_spec, removal_masks, saliency_stage, train_stage
 from roar.report import Outputs
 from roar.tasks.common import open_run, write_outputs
 from roar.tasks.roar import unmodified_fraction
@@ -47,6 +47,7 @@ def majority_share(labels: torch.Tensor) -> float:
 def grid(cfg: DictConfig, cache: StageCache) -> tuple[list[dict], float]:
     datamodule = load_data(cfg)
     base = train_stage(cfg, cache, datamodule, cfg.seed)
+    check_methods(cfg, base, datamodule, cache)
     fractions = sorted({float(f) for f in cfg.roar.fractions} - {unmodified_fraction(cfg.roar.mode)})
 
     def masks_only(maps: dict, fraction: float, seed: int) -> TensorDataModule:

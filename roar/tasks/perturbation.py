@@ -19,7 +19,7 @@ from torch import nn
 from roar.cache import StageCache
 from roar.config import method_names
 from roar.data.datamodule import unit_range
-from roar.pipeline import load_data, saliency_stage, train_stage
+from roar.pipeline import check_methods, load_data, saliency_stage, train_stage
 from roar.removal import pixels_to_remove, removal_mask, remove
 from roar.report import Outputs
 from roar.tasks.common import open_run, write_outputs
@@ -61,6 +61,7 @@ def least_salient_mask(maps: torch.Tensor, fraction: float, generator: torch.Gen
 def grid(cfg: DictConfig, cache: StageCache, fractions: list[float], fill: str) -> list[dict]:
     datamodule = load_data(cfg)
     base = train_stage(cfg, cache, datamodule, cfg.seed)
+    check_methods(cfg, base, datamodule, cache)
     model = load_classifier(cfg.model, base).net.to(device_of(cfg.trainer))
     test = datamodule.splits["test"]
     images = unit_range(test.images)  # the fills work in [0, 1]; stored images may be uint8

@@ -14,7 +14,14 @@ from omegaconf import DictConfig
 
 from roar.cache import StageCache
 from roar.config import method_names
-from roar.pipeline import load_data, removal_spec, removed_datamodule, saliency_stage, train_stage
+from roar.pipeline import (
+    check_methods,
+    load_data,
+    removal_spec,
+    removed_datamodule,
+    saliency_stage,
+    train_stage,
+)
 from roar.report import Outputs
 from roar.tasks.common import open_run, write_outputs
 
@@ -32,6 +39,7 @@ def grid(cfg: DictConfig, cache: StageCache) -> list[dict]:
     datamodule = load_data(cfg)
     base = train_stage(cfg, cache, datamodule, cfg.seed)
     log.info("base model: val acc %.3f, test acc %.3f", base["val_acc"], base["test_acc"])
+    check_methods(cfg, base, datamodule, cache)
     methods = method_names(cfg)
     reference = unmodified_fraction(cfg.roar.mode)
     fractions = sorted({float(f) for f in cfg.roar.fractions} - {reference})
