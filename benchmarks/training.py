@@ -24,6 +24,7 @@ from hydra.utils import instantiate
 from torch import nn
 
 from benchmarks.timing import NO_CUDA, config, interleaved, synchronize
+from roar.cache import Work
 from roar.data import RandomCropFlip, Split, TensorDataModule
 from roar.training import train_classifier
 
@@ -123,7 +124,7 @@ def _time_to_93() -> str:
     with tempfile.TemporaryDirectory() as workdir:
         synchronize()
         start = time.perf_counter()
-        trained = train_classifier(cfg.model, cfg.trainer, datamodule, 0, Path(workdir), "time-to-93%")
+        trained = train_classifier(cfg.model, cfg.trainer, datamodule, 0, Work(Path(workdir)), "time-to-93%")
         seconds = time.perf_counter() - start
     reached = "reached" if trained["test_acc"] >= 0.93 else "did NOT reach"
     epochs = cfg.trainer.max_epochs

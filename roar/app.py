@@ -11,6 +11,7 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig
 
 from roar.config import ConfigError, check_group_choices, validate
+from roar.interrupt import Interrupted, interrupts_raise
 from roar.sweep import register_resolvers
 
 CONFIG_DIR = Path(__file__).resolve().parent.parent / "conf"
@@ -36,12 +37,27 @@ def _fail(error: ConfigError) -> None:
     sys.exit(2)
 
 
+def _stopped(cfg: DictConfig, interrupt: Interrupted) -> None:
+    """Say what an interrupted run kept and how to resume; exit as a process ended by SIGINT does."""
+    kept = "".join(f"; {note}" for note in interrupt.kept)
+    print(
+        f"\nroar: interrupted. Kept: every stage finished so far, in {cfg.paths.cache_dir}{kept}. "
+        "Run the same command again to resume: finished stages are reused and an interrupted training "
+        "continues from its last.ckpt.",
+        file=sys.stderr,
+    )
+    sys.exit(130)
+
+
 @hydra.main(version_base="1.3", config_path=str(CONFIG_DIR), config_name="config")
 def _hydra_main(cfg: DictConfig) -> None:
     try:
-        run_dir = experiment(cfg)
+        with interrupts_raise():
+            run_dir = experiment(cfg)
     except ConfigError as error:
         _fail(error)
+    except Interrupted as interrupt:
+        _stopped(cfg, interrupt)
     print(f"\nrun directory: {run_dir}")
 
 

@@ -8,14 +8,13 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
-from pathlib import Path
 
 import torch
 from omegaconf import DictConfig, OmegaConf
 from tqdm.auto import tqdm
 
 from roar import saliency
-from roar.cache import StageCache, spec_key
+from roar.cache import StageCache, Work, spec_key
 from roar.data import TensorDataModule
 from roar.data.datamodule import SPLITS, unit_range
 from roar.removal import fill_value, ranking_reduction, removal_mask, remove
@@ -55,12 +54,12 @@ def train_stage(
     return cache.get_or_compute(
         "train",
         spec,
-        lambda workdir: train_classifier(
+        lambda work: train_classifier(
             cfg.model,
             cfg.trainer,
             datamodule if isinstance(datamodule, TensorDataModule) else datamodule(),
             seed,
-            workdir,
+            work,
             label,
         ),
     )
@@ -106,7 +105,7 @@ def compute_maps(
 
 
 def saliency_stage(cfg: DictConfig, cache: StageCache, method: str, base: dict, datamodule) -> dict:
-    def compute(workdir: Path) -> dict:
+    def compute(work: Work) -> dict:
         net = load_classifier(cfg.model, base).net.to(device_of(cfg.trainer))
         params = {k: v for k, v in cfg.method[method].items() if k != "reduce"}
         explainer = saliency.create(method, net, reduce=method_reduction(cfg, method), **params)

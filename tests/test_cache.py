@@ -123,8 +123,8 @@ import time
 from pathlib import Path
 from roar.cache import StageCache
 
-def compute(workdir):
-    (workdir / "epoch-1.ckpt").write_text("half done")
+def compute(work):
+    (work.dir / "epoch-1.ckpt").write_text("half done")
     time.sleep(600)
 
 StageCache(Path({str(tmp_path)!r})).get_or_compute("s", {{"k": 0}}, compute)
@@ -141,11 +141,15 @@ StageCache(Path({str(tmp_path)!r})).get_or_compute("s", {{"k": 0}}, compute)
     job.wait()
 
     seen = []
+
+    def resume(work):
+        seen.append(sorted(p.name for p in work.dir.iterdir()))
+        work.resumed = True  # as training does when it continues from a checkpoint it found
+        return {"x": torch.ones(1)}
+
     started = time.time()
     cache = StageCache(tmp_path)
-    artifact = cache.get_or_compute(
-        "s", {"k": 0}, lambda w: seen.append(sorted(p.name for p in w.iterdir())) or {"x": torch.ones(1)}
-    )
+    artifact = cache.get_or_compute("s", {"k": 0}, resume)
     assert time.time() - started < 10  # the dead job's lock did not hold us up
     assert seen == [["epoch-1.ckpt"]]  # the work it left was handed to the new computation
     assert cache.events[-1]["status"] == "resumed"
