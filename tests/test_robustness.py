@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import csv
 import json
+import logging
 import os
 import shutil
 import signal
@@ -19,10 +20,10 @@ import torch
 from roar.app import experiment
 from roar.cache import MANIFEST, StageCache, spec_key
 from roar.pipeline import removal_spec, saliency_spec, training_spec
-from tests.conftest import compose_config, run_command, succeeded
+from tests.conftest import compose_config, succeeded
 
 # A small grid: the base model, one method's maps, one retrained cell.
-SMALL = ["method=random", "roar.fractions=[0.5]", "trainer.max_epochs=2", "logger=none"]
+SMALL = ["method=random", "roar.fractions=[0.5]", "trainer.max_epochs=1", "logger=none"]
 ENV = {**os.environ, "WANDB_MODE": "offline", "WANDB_SILENT": "true"}
 ROAR = str(Path(sys.executable).parent / "roar")
 
@@ -81,9 +82,12 @@ def test_two_runs_started_in_the_same_second_get_their_own_run_directories(tmp_p
     assert sorted(map(sorted, methods)) == [["random"], ["sobel"]]  # each run's rows are its own
 
 
-def test_a_corrupted_or_swapped_cache_is_recomputed_to_the_same_results_with_one_warning_each(tmp_path):
-    succeeded(run_command("roar", *SMALL, "roar.fractions=[0.3,0.6]", "hydra.run.dir=first", cwd=tmp_path))
-    cfg = compose_config(tmp_path, *SMALL, "roar.fractions=[0.3,0.6]")
+def test_a_corrupted_or_swapped_cache_is_recomputed_to_the_same_results_with_one_warning_each(
+    tmp_path, caplog
+):
+    overrides = [*SMALL, "roar.fractions=[0.3,0.6]"]
+    first = experiment(compose_config(tmp_path, *overrides, f"paths.output_dir={tmp_path}/first"))
+    cfg = compose_config(tmp_path, *overrides, f"paths.output_dir={tmp_path}/second")
     cache = StageCache(tmp_path / "cache")
     base = cache.directory("train", spec_key(training_spec(cfg, 0, None)))
     maps = cache.directory("saliency", spec_key(saliency_spec(cfg, "random")))
@@ -96,19 +100,18 @@ def test_a_corrupted_or_swapped_cache_is_recomputed_to_the_same_results_with_one
     for name in ("artifact.pt", MANIFEST):  # the 30 % cell's model and numbers, under the 60 % cell's key
         shutil.copy(cell_30 / name, cell_60 / name)
 
-    rerun = succeeded(
-        run_command("roar", *SMALL, "roar.fractions=[0.3,0.6]", "hydra.run.dir=second", cwd=tmp_path)
-    )
-    first, second = ((tmp_path / run / "results.csv").read_bytes() for run in ("first", "second"))
-    assert second == first
-    statuses = {s["key"]: s["status"] for s in _rows(tmp_path / "second" / "stages.csv")}
+    caplog.clear()
+    with caplog.at_level(logging.WARNING, logger="roar.cache"):
+        second = experiment(cfg)
+    assert (second / "results.csv").read_bytes() == (first / "results.csv").read_bytes()
+    statuses = {s["key"]: s["status"] for s in _rows(second / "stages.csv")}
     assert {statuses[d.name] for d in (base, maps, cell_60)} == {"computed"}
     assert statuses[cell_30.name] == "reused"
-    warnings = [line for line in rerun.stdout.splitlines() if "[WARNING]" in line and "cache:" in line]
+    warnings = [r.getMessage() for r in caplog.records if r.name == "roar.cache"]
     assert len(warnings) == 3, warnings
     for directory in (base, maps, cell_60):
         (warning,) = [w for w in warnings if directory.name in w]
-        assert "recomputing" in warning
+        assert warning.endswith("; recomputing")
     assert "another configuration" in next(w for w in warnings if cell_60.name in w)
 
 
@@ -122,7 +125,7 @@ def test_stages_csv_says_computed_when_no_last_ckpt_was_there_to_resume_from(tmp
     assert _stages(run_dir, cfg) == {"base": "computed", "maps": "computed", "cell": "computed"}
 
 
-def test_ctrl_c_mid_fit_says_what_was_kept_and_the_rerun_resumes_from_the_last_epoch(tmp_path):
+def test_ctrl_c_mid_fit_says_what_was_kept_and_the_rerun_resumes_from_the_last_epoch(tmp_path, caplog):
     # A learning rate too small to change any prediction: validation accuracy never improves after the
     # first epoch, so last.ckpt must be written for every epoch, not only at a new best.
     overrides = [*SMALL, "trainer.max_epochs=6", "model.optimizer.lr=1e-12"]
@@ -150,9 +153,10 @@ def test_ctrl_c_mid_fit_says_what_was_kept_and_the_rerun_resumes_from_the_last_e
     assert f"unmodified, seed 0: {last} holds epoch {epochs} of 6" in message
     assert str(tmp_path / "cache") in message and "Run the same command again to resume" in message
 
-    rerun = succeeded(run_command("roar", *overrides, "hydra.run.dir=resumed", cwd=tmp_path))
-    assert f"resuming from {last}" in rerun.stdout + rerun.stderr
-    assert _stages(tmp_path / "resumed", cfg) == {"base": "resumed", "maps": "computed", "cell": "computed"}
+    with caplog.at_level(logging.INFO, logger="roar.training"):
+        resumed = experiment(cfg)
+    assert f"resuming from {last}" in caplog.text
+    assert _stages(resumed, cfg) == {"base": "resumed", "maps": "computed", "cell": "computed"}
 
 
 # The chaos run: two methods (one of them FullGrad), one fraction, three epochs; every stage kind is in it.
