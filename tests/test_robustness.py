@@ -228,16 +228,18 @@ def test_a_run_killed_at_10_points_and_rerun_each_time_ends_with_the_uninterrupt
     for attempt in range(KILLS):
         job = subprocess.Popen([*command, f"hydra.run.dir=attempt-{attempt}"], cwd=tmp_path, env=env,
                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # fmt: skip
-        # Generous: on a machine shared with a dozen busy processes, a start-up took over 10 minutes.
-        deadline = time.time() + 1800
-        while not _computing_since(cache, job.pid):
+        try:
+            # Generous: on a machine shared with a dozen busy processes, a start-up took over 10 minutes.
+            deadline = time.time() + 1800
+            while not _computing_since(cache, job.pid):
+                assert job.poll() is None, f"attempt {attempt} ended before its kill"
+                assert time.time() < deadline, f"attempt {attempt} did not start computing within 30 minutes"
+                time.sleep(0.02)
+            time.sleep(computing_time / (KILLS + 1))
             assert job.poll() is None, f"attempt {attempt} ended before its kill"
-            assert time.time() < deadline, f"attempt {attempt} did not start computing within 30 minutes"
-            time.sleep(0.02)
-        time.sleep(computing_time / (KILLS + 1))
-        assert job.poll() is None, f"attempt {attempt} ended before its kill"
-        job.send_signal(signal.SIGKILL)
-        job.wait()
+        finally:  # the kill, also where an assertion failed: no attempt outlives the test
+            job.send_signal(signal.SIGKILL)
+            job.wait()
         assert not list(tmpdir.iterdir()), f"attempt {attempt} left files in $TMPDIR"
         _every_file_in_the_cache_is_whole(cache)
 
