@@ -244,7 +244,7 @@ def test_a_run_killed_at_10_points_and_rerun_each_time_ends_with_the_uninterrupt
         _every_file_in_the_cache_is_whole(cache)
 
     succeeded(subprocess.run([*command, "hydra.run.dir=final"], cwd=tmp_path, env=env, capture_output=True,
-                             text=True, timeout=900))  # fmt: skip
+                             text=True, timeout=1800))  # fmt: skip
     assert (tmp_path / "final" / "results.csv").read_bytes() == reference
     assert not list(cache.rglob("*.tmp")) and not list(cache.glob("*/*/work"))
     assert not list(tmpdir.iterdir())
