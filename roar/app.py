@@ -15,6 +15,7 @@ from omegaconf import DictConfig, OmegaConf
 from roar import CONFIG_DIR
 from roar.config import ConfigError, check_group_choices, check_writable, validate
 from roar.data.vision import image_folder
+from roar.interrupt import Interrupted, interrupts_raise
 from roar.sweep import register_resolvers
 from roar.threads import apply_thread_policy
 
@@ -46,12 +47,27 @@ def _fail(error: ConfigError) -> None:
     sys.exit(2)
 
 
+def _stopped(cfg: DictConfig, interrupt: Interrupted) -> None:
+    """Say what an interrupted run kept and how to resume; exit as a process ended by SIGINT does."""
+    kept = "".join(f"; {note}" for note in interrupt.kept)
+    print(
+        f"\nroar: interrupted. Kept: every stage finished so far, in {cfg.paths.cache_dir}{kept}. "
+        "Run the same command again to resume: finished stages are reused and an interrupted training "
+        "continues from its last.ckpt.",
+        file=sys.stderr,
+    )
+    sys.exit(130)
+
+
 @hydra.main(version_base="1.3", config_path=str(CONFIG_DIR), config_name="config")
 def _hydra_main(cfg: DictConfig) -> None:
     try:
-        run_dir = experiment(cfg)
+        with interrupts_raise():
+            run_dir = experiment(cfg)
     except ConfigError as error:
         _fail(error)
+    except Interrupted as interrupt:
+        _stopped(cfg, interrupt)
     except Exception as error:  # here, not in main(), so that Hydra adds no line of its own
         _fail_on_filesystem_error(error)
         raise

@@ -9,7 +9,6 @@ from __future__ import annotations
 import copy
 import logging
 from collections.abc import Callable
-from pathlib import Path
 
 import torch
 from hydra.utils import instantiate
@@ -17,7 +16,7 @@ from omegaconf import DictConfig, OmegaConf
 from tqdm.auto import tqdm
 
 from roar import saliency
-from roar.cache import StageCache, spec_key
+from roar.cache import StageCache, Work, spec_key
 from roar.config import method_names
 from roar.data import TensorDataModule
 from roar.data.datamodule import SPLITS, unit_range
@@ -114,12 +113,12 @@ def train_stage(
     return cache.get_or_compute(
         "train",
         spec,
-        lambda workdir: train_classifier(
+        lambda work: train_classifier(
             cfg.model,
             cfg.trainer,
             datamodule if isinstance(datamodule, TensorDataModule) else datamodule(),
             seed,
-            workdir,
+            work,
             label,
         ),
     )
@@ -175,7 +174,7 @@ def compute_maps(
 
 
 def saliency_stage(cfg: DictConfig, cache: StageCache, method: str, base: dict, datamodule) -> dict:
-    def compute(workdir: Path) -> dict:
+    def compute(work: Work) -> dict:
         net = load_classifier(cfg.model, base).net.to(device_of(cfg.trainer))
         explainer = saliency.create(cfg.method[method], net, reduce=method_reduction(cfg, method))
         return compute_maps(explainer, datamodule, cfg.roar.saliency_batch_size, desc=f"saliency: {method}")

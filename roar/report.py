@@ -14,6 +14,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import torch  # noqa: E402
 from pytorch_lightning.loggers import WandbLogger  # noqa: E402
 
+from roar.files import atomic_write  # noqa: E402
 from roar.summary import ranking_markdown, summarize, write_ranking  # noqa: E402
 
 COLUMNS = ("method", "fraction", "seed", "test_acc", "val_acc")
@@ -39,7 +40,7 @@ class Outputs:
 
 
 def write_csv(rows: list[dict], path: Path, columns: tuple[str, ...] = COLUMNS) -> None:
-    with open(path, "w", newline="") as f:
+    with atomic_write(path) as tmp, open(tmp, "w", newline="") as f:
         writer = csv.DictWriter(f, fieldnames=columns, extrasaction="ignore")
         writer.writeheader()
         writer.writerows(sorted(rows, key=lambda r: (r["method"], r["fraction"], r["seed"])))
@@ -72,7 +73,8 @@ def curves(rows: list[dict], value: str = "test_acc") -> dict[str, dict[float, t
 def plot_curve(rows: list[dict], path: Path, title: str = "ROAR: remove and retrain", **style) -> None:
     """Draw the curves (see `curve_figure` for `style`) into the image file `path`."""
     fig = curve_figure(rows, title, **style)
-    fig.savefig(path)
+    with atomic_write(path) as tmp:
+        fig.savefig(tmp, format=path.suffix[1:])  # the temporary file's name has no image suffix
     plt.close(fig)
 
 
@@ -203,9 +205,10 @@ def publish(
     table = summary_table(rows, outputs.value)
     ranking = summarize(rows, outputs.lower_is_better, outputs.value, outputs.reference)
     ranked = ranking_markdown(ranking, outputs.value, outputs.lower_is_better)
-    (out_dir / "summary.md").write_text(
-        f"# {outputs.title}\n\n{outputs.ylabel[0].upper()}{outputs.ylabel[1:]}.\n\n{table}\n\n{ranked}\n"
-    )
+    with atomic_write(out_dir / "summary.md") as tmp:
+        tmp.write_text(
+            f"# {outputs.title}\n\n{outputs.ylabel[0].upper()}{outputs.ylabel[1:]}.\n\n{table}\n\n{ranked}\n"
+        )
     write_ranking(ranking, out_dir / "summary.csv")
     if logger is not None:
         log_results(logger, rows, out_dir / outputs.curve, list(galleries), outputs)

@@ -9,6 +9,8 @@ from pathlib import Path
 
 import torch
 
+from roar.files import atomic_write
+
 
 def area_under_curve(points: dict[float, float]) -> float:
     """Trapezoidal area under value-vs-fraction divided by the fraction range covered: the curve's mean
@@ -95,7 +97,7 @@ def ranking_markdown(records: list[dict], value: str, lower_is_better: bool) -> 
 
 
 def write_ranking(records: list[dict], path: Path) -> None:
-    with open(path, "w", newline="") as f:
+    with atomic_write(path) as tmp, open(tmp, "w", newline="") as f:
         writer = csv.DictWriter(f, fieldnames=list(records[0]))
         writer.writeheader()
         writer.writerows(records)

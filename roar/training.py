@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-import pickle
 import warnings
 from pathlib import Path
 
@@ -14,8 +13,12 @@ from omegaconf import DictConfig
 from pytorch_lightning.callbacks import Callback, ModelCheckpoint, TQDMProgressBar
 from pytorch_lightning.callbacks.progress.tqdm_progress import Tqdm
 from pytorch_lightning.loggers import CSVLogger
+from pytorch_lightning.plugins import TorchCheckpointIO
 
+from roar.cache import Work
 from roar.data import TensorDataModule
+from roar.files import UNREADABLE_TORCH_FILE, atomic_write
+from roar.interrupt import Interrupted
 from roar.models import ImageClassifier
 
 log = logging.getLogger(__name__)
@@ -57,17 +60,37 @@ class RngStateInCheckpoint(Callback):
             torch.cuda.set_rng_state_all(state_dict["cuda"])
 
 
+class AtomicCheckpointIO(TorchCheckpointIO):
+    """Writes each checkpoint beside its target, fsyncs and renames it into place (`roar.files`), instead of
+    Lightning's staging in $TMPDIR and copy across filesystems, which a kill or a full disk cut short."""
+
+    def save_checkpoint(self, checkpoint: dict, path, storage_options=None) -> None:
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with atomic_write(path) as tmp:
+            torch.save(checkpoint, tmp)
+
+
 def resumable_checkpoint(path: Path) -> Path | None:
-    """`path` if it holds a checkpoint that loads; a file cut short by a kill is removed instead."""
+    """`path` if it holds a checkpoint that loads; one that does not (cut short, garbled) is removed, with
+    a warning, so that the fit starts afresh and no later rerun trips over it again."""
     if not path.exists():
         return None
     try:
         torch.load(path, map_location="cpu", weights_only=True)
-    except (RuntimeError, EOFError, ValueError, pickle.UnpicklingError) as error:  # cut short or garbled
+    except UNREADABLE_TORCH_FILE as error:
         log.warning("ignoring unreadable checkpoint %s (%s); training from scratch", path, error)
         path.unlink()
         return None
     return path
+
+
+def _kept(label: str, last: Path, max_epochs: int) -> str:
+    """What an interrupted fit leaves to resume from, in words."""
+    if not last.exists():
+        return f"{label}: no epoch had finished, it starts afresh"
+    epochs = torch.load(last, map_location="cpu", weights_only=True)["epoch"] + 1
+    return f"{label}: {last} holds epoch {epochs} of {max_epochs}"
 
 
 def build_classifier(model_cfg: DictConfig) -> ImageClassifier:
@@ -85,7 +108,7 @@ def train_classifier(
     trainer_cfg: DictConfig,
     datamodule: TensorDataModule,
     seed: int,
-    workdir: Path,
+    work: Work,
     label: str = "training",
 ) -> dict:
     """Fit a fresh model, keep the checkpoint with the best validation accuracy, then evaluate it on the
@@ -94,32 +117,48 @@ def train_classifier(
     Returns an artifact: the kept weights (`state_dict`) and their `val_acc` and `test_acc`. The test split
     is evaluated once, after selection; it never influences which checkpoint is kept.
 
-    `workdir` outlives a crash (see StageCache): a fit killed mid-way resumes from its last.ckpt there, with
-    the optimiser, schedule, best-so-far checkpoint and RNG states it had, and ends with the same weights.
+    `work.dir` outlives a crash (see StageCache): a fit killed or interrupted mid-way resumes from the
+    last.ckpt there, written after every epoch, with the optimiser, schedule, best-so-far checkpoint and RNG
+    states it had, and ends with the same weights; it sets `work.resumed` when it does.
     """
     pl.seed_everything(seed, workers=True, verbose=False)
     classifier = build_classifier(model_cfg)
-    best = ModelCheckpoint(
-        dirpath=workdir / "checkpoints", monitor="val/acc", mode="max", save_top_k=1, save_last=True
-    )
-    last = resumable_checkpoint(workdir / "checkpoints" / "last.ckpt")
+    checkpoints = work.dir / "checkpoints"
+    # The first ModelCheckpoint is the trainer's `checkpoint_callback`, whose best path DDP returns to this
+    # process.
+    best = ModelCheckpoint(dirpath=checkpoints, monitor="val/acc", mode="max", save_top_k=1)
+    # last.ckpt after every epoch, so that a kill or Ctrl-C loses at most the epoch it cuts short (`best`'s
+    # own save_last rewrites it only at a new best). It is not written mid-epoch on an interrupt: a fit
+    # resumed from there would see other shuffles than an uninterrupted one, and end with other weights.
+    latest = ModelCheckpoint(dirpath=checkpoints, filename="last", enable_version_counter=False)
+    last = resumable_checkpoint(checkpoints / "last.ckpt")
+    work.resumed = last is not None
     if last is not None:
         log.info("%s: resuming from %s", label, last)
     trainer: pl.Trainer = instantiate(
         trainer_cfg,
-        callbacks=[best, RngStateInCheckpoint(), StageProgressBar(label)],
-        logger=CSVLogger(workdir, name="", version=""),
-        default_root_dir=workdir,
+        callbacks=[RngStateInCheckpoint(), StageProgressBar(label), best, latest],
+        plugins=[AtomicCheckpointIO()],
+        logger=CSVLogger(work.dir, name="", version=""),
+        default_root_dir=work.dir,
         enable_model_summary=False,
     )
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", ".*does not have many workers.*")
         # A fit resumed from last.ckpt reuses its directories, on purpose.
         warnings.filterwarnings("ignore", ".*exists and is not empty.*")
-        trainer.fit(classifier, datamodule=datamodule, ckpt_path=last, weights_only=True)
-        (tested,) = trainer.test(
-            classifier, datamodule=datamodule, ckpt_path="best", verbose=False, weights_only=True
-        )
+        try:
+            trainer.fit(classifier, datamodule=datamodule, ckpt_path=last, weights_only=True)
+            (tested,) = trainer.test(
+                classifier,
+                datamodule=datamodule,
+                ckpt_path=best.best_model_path,
+                verbose=False,
+                weights_only=True,
+            )
+        except Interrupted as interrupt:
+            interrupt.kept.append(_kept(label, checkpoints / "last.ckpt", trainer.max_epochs))
+            raise
     # Read back from the kept checkpoint rather than from this process's objects: under DDP (spawn) training
     # runs in worker processes, and only the checkpoint's path comes back.
     kept = torch.load(best.best_model_path, map_location="cpu", weights_only=True)

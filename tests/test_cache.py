@@ -2,6 +2,7 @@ import hashlib
 import json
 import multiprocessing
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -9,9 +10,11 @@ import threading
 import time
 from pathlib import Path
 
+import pytest
 import torch
 
 from roar.cache import MANIFEST, StageCache, spec_key
+from roar.files import atomic_write
 
 
 def test_second_request_reuses_and_a_changed_value_recomputes(tmp_path):
@@ -123,8 +126,8 @@ import time
 from pathlib import Path
 from roar.cache import StageCache
 
-def compute(workdir):
-    (workdir / "epoch-1.ckpt").write_text("half done")
+def compute(work):
+    (work.dir / "epoch-1.ckpt").write_text("half done")
     time.sleep(600)
 
 StageCache(Path({str(tmp_path)!r})).get_or_compute("s", {{"k": 0}}, compute)
@@ -141,13 +144,84 @@ StageCache(Path({str(tmp_path)!r})).get_or_compute("s", {{"k": 0}}, compute)
     job.wait()
 
     seen = []
+
+    def resume(work):
+        seen.append(sorted(p.name for p in work.dir.iterdir()))
+        work.resumed = True  # as training does when it continues from a checkpoint it found
+        return {"x": torch.ones(1)}
+
     started = time.time()
     cache = StageCache(tmp_path)
-    artifact = cache.get_or_compute(
-        "s", {"k": 0}, lambda w: seen.append(sorted(p.name for p in w.iterdir())) or {"x": torch.ones(1)}
-    )
+    artifact = cache.get_or_compute("s", {"k": 0}, resume)
     assert time.time() - started < 10  # the dead job's lock did not hold us up
     assert seen == [["epoch-1.ckpt"]]  # the work it left was handed to the new computation
     assert cache.events[-1]["status"] == "resumed"
     assert torch.equal(artifact["x"], torch.ones(1))
     assert not stale_tmp.exists() and not workdir.exists()
+
+
+def test_a_manifest_of_random_bytes_or_an_empty_list_is_discarded_and_recomputed_with_one_warning(
+    tmp_path, caplog
+):
+    cache = StageCache(tmp_path)
+    for spec, garbage in [({"k": "bytes"}, os.urandom(512)), ({"k": "list"}, b"[]")]:
+        cache.get_or_compute("s", spec, lambda w: {"x": torch.ones(2)})
+        manifest = cache.directory("s", spec_key(spec)) / MANIFEST
+        manifest.write_bytes(garbage)
+        caplog.clear()
+        recomputed = cache.get_or_compute("s", spec, lambda w: {"x": torch.zeros(2)})
+        assert torch.equal(recomputed["x"], torch.zeros(2)), spec
+        assert [r.levelname for r in caplog.records if r.name == "roar.cache"] == ["WARNING"], spec
+        assert "manifest" in caplog.text
+        assert json.loads(manifest.read_text())["spec"] == spec  # rewritten whole
+        assert cache.events[-1]["status"] == "computed"
+
+
+def test_an_artifact_copied_under_another_key_is_not_used(tmp_path, caplog):
+    cache = StageCache(tmp_path)
+    cache.get_or_compute("train", {"fraction": 0.3}, lambda w: {"test_acc": torch.tensor(0.8)})
+    cache.get_or_compute("train", {"fraction": 0.6}, lambda w: {"test_acc": torch.tensor(0.5)})
+    source = cache.directory("train", spec_key({"fraction": 0.3}))
+    target = cache.directory("train", spec_key({"fraction": 0.6}))
+    for name in ("artifact.pt", MANIFEST):
+        shutil.copy(source / name, target / name)  # checksum and all: only the key can tell
+    caplog.clear()
+    again = cache.get_or_compute("train", {"fraction": 0.6}, lambda w: {"test_acc": torch.tensor(0.5)})
+    assert float(again["test_acc"]) == 0.5
+    assert len(caplog.records) == 1 and "another configuration" in caplog.text
+    # Nor in another stage's directory under the same key.
+    spec = {"fraction": 0.3}
+    shutil.copytree(source, cache.directory("saliency", spec_key(spec)))
+    assert cache.load("saliency", spec_key(spec)) is None
+
+
+def test_the_checksum_warning_is_logged_once_per_corrupted_artifact(tmp_path, caplog):
+    cache = StageCache(tmp_path)
+    cache.get_or_compute("s", {"k": 3}, lambda w: {"x": torch.ones(1000)})
+    artifact = cache.directory("s", spec_key({"k": 3})) / "artifact.pt"
+    artifact.write_bytes(artifact.read_bytes()[:-10] + b"0123456789")
+    caplog.clear()
+    cache.get_or_compute("s", {"k": 3}, lambda w: {"x": torch.zeros(1000)})
+    assert [r.getMessage() for r in caplog.records if r.levelname == "WARNING"] == [
+        f"cache: s/{spec_key({'k': 3})} does not match its checksum; recomputing"
+    ]
+
+
+def test_an_interrupted_write_leaves_the_previous_file_and_no_temporary_one(tmp_path):
+    target = tmp_path / "last.ckpt"
+    target.write_bytes(b"the previous checkpoint")
+
+    class Unpicklable:
+        def __reduce__(self):
+            raise RuntimeError("disk full")  # as a write that fails half-way
+
+    with pytest.raises(RuntimeError, match="disk full"):
+        with atomic_write(target) as tmp:
+            tmp.write_bytes(b"half of the new one")
+            torch.save({"weights": torch.ones(3), "oops": Unpicklable()}, tmp)
+    assert target.read_bytes() == b"the previous checkpoint"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["last.ckpt"]
+    with atomic_write(target) as tmp:
+        torch.save({"weights": torch.ones(3)}, tmp)
+    assert torch.equal(torch.load(target, weights_only=True)["weights"], torch.ones(3))
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["last.ckpt"]

@@ -8,6 +8,7 @@ import torch
 from hydra.utils import instantiate
 from torch import nn
 
+from roar.cache import Work
 from roar.config import ConfigError, method_names
 from roar.data import RandomCropFlip, Split, TensorDataModule
 from roar.models import FastCifarNet, ImageClassifier, WarmEMA, triangular
@@ -114,7 +115,7 @@ def test_the_kept_weights_are_the_average_and_their_test_accuracy_is_plain(tmp_p
         "dataset.num_classes=4", "model.optimizer.lr=0.05", "trainer.max_epochs=3",
     )  # fmt: skip
     datamodule = _tiny_datamodule()
-    artifact = train_classifier(cfg.model, cfg.trainer, datamodule, seed=0, workdir=tmp_path / "fit")
+    artifact = train_classifier(cfg.model, cfg.trainer, datamodule, 0, Work(tmp_path / "fit"))
     checkpoint = torch.load(next((tmp_path / "fit" / "checkpoints").glob("epoch=*.ckpt")), weights_only=True)
     # Lightning's weight averaging keeps the raw weights beside the average; the artifact is the average.
     raw, average = checkpoint["current_model_state"], checkpoint["state_dict"]

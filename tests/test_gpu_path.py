@@ -7,6 +7,7 @@ import torch.nn.functional as F
 from hydra.utils import instantiate
 from pytorch_lightning import Trainer
 
+from roar.cache import Work
 from roar.config import ConfigError, validate
 from roar.data import RandomCropFlip, Split, TensorDataModule
 from roar.pipeline import removed_datamodule
@@ -112,7 +113,7 @@ def test_channels_last_bf16_training_with_augmentation_and_removal_on_the_cpu(tm
     )  # fmt: skip
     maps = {name: torch.rand(len(split), 28, 28) for name, split in dm.splits.items()}
     modified = removed_datamodule(dm, maps, fraction=0.3, seed=0)
-    trained = train_classifier(cfg.model, cfg.trainer, modified, 0, tmp_path / "work", "test")
+    trained = train_classifier(cfg.model, cfg.trainer, modified, 0, Work(tmp_path / "work"), "test")
     assert 0 <= trained["val_acc"] <= 1 and 0 <= trained["test_acc"] <= 1
     weights = trained["state_dict"]["net.0.weight"]
     assert weights.dtype == torch.float32  # mixed precision keeps float32 weights
@@ -121,7 +122,7 @@ def test_channels_last_bf16_training_with_augmentation_and_removal_on_the_cpu(tm
 @pytest.mark.slow
 def test_torch_compile_trains_and_keeps_the_eager_weight_names(tmp_path):
     cfg, dm = _tiny_mnist(tmp_path, "model.compile=true", "model.net.widths=[4,8]")
-    trained = train_classifier(cfg.model, cfg.trainer, dm, 0, tmp_path / "work", "test")
+    trained = train_classifier(cfg.model, cfg.trainer, dm, 0, Work(tmp_path / "work"), "test")
     eager = instantiate(cfg.model).state_dict()
     assert set(trained["state_dict"]) == set(eager)
 
@@ -133,7 +134,7 @@ def test_ddp_spawns_workers_that_each_train_on_their_share(tmp_path):
         tmp_path, "trainer=ddp", "trainer.accelerator=cpu", "trainer.devices=2", "trainer.precision=32-true",
         "trainer.sync_batchnorm=false", "trainer.max_epochs=3",
     )  # fmt: skip
-    trained = train_classifier(cfg.model, cfg.trainer, dm, 0, tmp_path / "work", "ddp")
+    trained = train_classifier(cfg.model, cfg.trainer, dm, 0, Work(tmp_path / "work"), "ddp")
     # The checkpoint chosen in a worker comes back with its weights and score.
     assert set(trained["state_dict"]) == set(instantiate(cfg.model).state_dict())
     assert trained["val_acc"] > 0.3 and trained["test_acc"] > 0.3  # chance is 0.1

@@ -6,6 +6,7 @@ import csv
 import torch
 
 from roar.app import experiment
+from roar.cache import Work
 from roar.data import DigitsDataModule
 from roar.data.datamodule import SPLITS
 from roar.tasks.leakage import majority_share, mask_datamodule
@@ -27,7 +28,7 @@ def test_the_mask_classifier_reads_masks_that_encode_the_label(tmp_path):
     masks_only = mask_datamodule(digits, label_masks)
     assert masks_only.splits["train"].images.shape == (len(digits.splits["train"]), 1, 8, 8)
     assert torch.equal(masks_only.splits["test"].labels, digits.splits["test"].labels)
-    read = train_classifier(cfg.model, cfg.trainer, masks_only, 0, tmp_path / "work")
+    read = train_classifier(cfg.model, cfg.trainer, masks_only, 0, Work(tmp_path / "work"))
     assert read["test_acc"] > 0.95
     assert majority_share(digits.splits["test"].labels) < 0.11  # what masks without information give
 

@@ -12,6 +12,7 @@ from omegaconf import DictConfig
 
 from roar import report
 from roar.cache import StageCache
+from roar.files import atomic_write
 from roar.sweep import flat_config
 
 
@@ -33,7 +34,7 @@ def open_run(cfg: DictConfig) -> Run:
 
 def write_outputs(cfg: DictConfig, run: Run, rows: list[dict], out: report.Outputs) -> None:
     """stages.csv, the configuration to the logger, then the report `out` describes."""
-    with open(run.dir / "stages.csv", "w", newline="") as f:
+    with atomic_write(run.dir / "stages.csv") as tmp, open(tmp, "w", newline="") as f:
         writer = csv.DictWriter(f, fieldnames=["stage", "key", "status"])
         writer.writeheader()
         writer.writerows(run.cache.events)

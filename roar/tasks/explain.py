@@ -20,6 +20,7 @@ from roar import report, saliency  # noqa: E402
 from roar.cache import StageCache  # noqa: E402
 from roar.config import ConfigError, method_names  # noqa: E402
 from roar.data import TensorDataModule  # noqa: E402
+from roar.files import atomic_write  # noqa: E402
 from roar.pipeline import check_methods, load_data, train_stage  # noqa: E402
 from roar.sweep import flat_config  # noqa: E402
 from roar.training import device_of, load_classifier  # noqa: E402
@@ -82,7 +83,8 @@ def plot_gallery(
                 axes[i, j].set_title(name, fontsize=9)
     axes[0, 0].set_title("image", fontsize=9)
     fig.tight_layout(pad=0.3)
-    fig.savefig(path)
+    with atomic_write(path) as tmp:
+        fig.savefig(tmp, format=path.suffix[1:])  # the temporary file's name has no image suffix
     plt.close(fig)
 
 
