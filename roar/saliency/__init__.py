@@ -8,6 +8,7 @@ from torch import nn
 
 from roar.saliency.base import REDUCTIONS, PixelSaliency
 from roar.saliency.cam import GradCam, GradCamPlusPlus, LayerGradCamPlusPlus
+from roar.saliency.decomposition import FullGradientTerms, full_gradient_terms
 from roar.saliency.fullgrad import FullGrad, SimpleFullGrad, SmoothFullGrad
 from roar.saliency.integrated_gradients import IntegratedGradients
 from roar.saliency.noise import NoisyGradients, SmoothGrad, SmoothGradSquared, VarGrad
@@ -49,6 +50,7 @@ __all__ = [
     "METHODS",
     "REDUCTIONS",
     "FullGrad",
+    "FullGradientTerms",
     "GradCam",
     "GradCamPlusPlus",
     "IntegratedGradients",
@@ -64,4 +66,5 @@ __all__ = [
     "Sobel",
     "VarGrad",
     "create",
+    "full_gradient_terms",
 ]

@@ -64,12 +64,13 @@ def _on_grid(dims: Sequence[int], image: Sequence[int]) -> bool:
 
 def _token_grid(tokens: int, image: Sequence[int]) -> tuple[int, tuple[int, int]] | None:
     """(leading tokens to drop, (rows, columns)) when `tokens` are a ViT's patches in row-major order on
-    a grid with the image's aspect ratio, after none or one class token; None otherwise."""
+    a grid with exactly the image's aspect ratio, after none or one class token; None otherwise."""
     height, width = image
     for leading in (0, 1):
         patches = tokens - leading
         rows = max(1, round((patches * height / width) ** 0.5))
-        if patches > 0 and patches % rows == 0 and _on_grid((rows, patches // rows), image):
+        # patches of p x p pixels tile the image exactly: the grid has its aspect ratio exactly
+        if patches > 0 and patches % rows == 0 and rows * width == patches // rows * height:
             return leading, (rows, patches // rows)
     return None
 
