@@ -3,6 +3,7 @@ units taken whole, free parameters; checked against full Jacobians computed by b
 modern torchvision architectures, and bit for bit against the maps FullGrad gave ReLU networks before."""
 
 import copy
+import csv
 import functools
 from pathlib import Path
 
@@ -14,9 +15,11 @@ from torch.nn.attention import SDPBackend, sdpa_kernel
 from torchvision.models.convnext import LayerNorm2d
 from torchvision.ops.misc import SqueezeExcitation
 
+from roar.app import experiment
 from roar.saliency import FullGrad, SimpleFullGrad, SmoothFullGrad, full_gradient_terms
 from roar.saliency.decomposition import LayerCall
 from roar.saliency.fullgrad import feature_maps, rescaled_channel_sum
+from tests.conftest import compose_config
 from tests.test_fullgrad import model_named, random_batch
 
 TOLERANCE = {torch.float32: 1e-4, torch.float64: 1e-10}
@@ -274,3 +277,34 @@ def test_full_gradient_terms_sum_to_the_output_and_are_named_like_the_modules():
     names, shares = terms.shares()
     assert names[0] == "input" and shares.shape == (2, len(names))
     torch.testing.assert_close(shares.sum(1), torch.ones(2, dtype=torch.float64))
+
+
+# --- the ROAR grid on the new architectures
+
+
+def _fullgrad_roar(tmp_path, name: str, *overrides: str) -> dict:
+    """A tiny ROAR run with fullgrad on synthetic 32 x 32 images -> {fraction: test accuracy}."""
+    cfg = compose_config(
+        tmp_path, "dataset=synthetic", "dataset.datamodule.image_size=32", "dataset.datamodule.train_size=64",
+        "dataset.datamodule.val_size=16", "dataset.datamodule.test_size=16", "model=torchvision",
+        f"model.name={name}", "method=[fullgrad]", "roar.fractions=[0.5]", "trainer.max_epochs=1",
+        "logger=none", *overrides,
+    )  # fmt: skip
+    with open(experiment(cfg) / "results.csv") as f:
+        return {
+            float(r["fraction"]): float(r["test_acc"]) for r in csv.DictReader(f) if r["method"] == "fullgrad"
+        }
+
+
+def test_roar_runs_fullgrad_on_a_network_with_implicit_biases(tmp_path):
+    accuracy = _fullgrad_roar(tmp_path, "mobilenet_v3_small")
+    assert set(accuracy) == {0.0, 0.5} and all(0 <= a <= 1 for a in accuracy.values())
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(
+    ("name", "overrides"),
+    [("convnext_tiny", []), ("efficientnet_b0", []), ("swin_t", []), ("vit_b_16", ["model.image_size=32"])],
+)
+def test_roar_runs_fullgrad_on_the_modern_architectures(tmp_path, name, overrides):
+    assert set(_fullgrad_roar(tmp_path, name, *overrides)) == {0.0, 0.5}
