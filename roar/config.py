@@ -105,6 +105,10 @@ def _check_explain(options: DictConfig) -> None:
         options.target in EXPLAIN_TARGETS,
         f"explain.target: {options.target!r} is not one of {', '.join(EXPLAIN_TARGETS)}",
     )
+    _check(
+        isinstance(options.logit_shares, bool),
+        f"explain.logit_shares: {options.logit_shares!r} must be true or false",
+    )
 
 
 def _check_evaluation(cfg: DictConfig, methods: list[str]) -> None:
