@@ -238,13 +238,13 @@ class ParameterUses(TorchFunctionMode):
 
 
 @contextmanager
-def term_hooks(model: nn.Module, on_term: TermHandler, whole: Sequence[UnitSpec] = ()) -> Iterator[Callable]:
+def term_hooks(model: nn.Module, on_term: TermHandler, units: Sequence[UnitSpec] = ()) -> Iterator[Callable]:
     """Forward hooks on every unit that register a gradient hook on each call's output; yields `traced`,
     which runs a forward pass (`traced(fn, *args)`) with the free parameters' uses recorded as units.
 
     Implicit units with an `inplace` flag run out of place meanwhile: their input is their linearisation
     point. The flags, like every hook, are restored when the context exits, also on an exception."""
-    units = find_units(model, whole)
+    found = find_units(model, units)
     calls: dict[str, int] = {}
 
     def new_call(name: str, bias_dim: int | None, output: int = 0, index: int | None = None) -> LayerCall:
@@ -261,11 +261,11 @@ def term_hooks(model: nn.Module, on_term: TermHandler, whole: Sequence[UnitSpec]
         bias = biases[module]
         if bias is None or not isinstance(output, torch.Tensor) or not output.requires_grad:
             return
-        call = new_call(units.biased[module], -1 if isinstance(module, nn.Linear) else 1)
+        call = new_call(found.biased[module], -1 if isinstance(module, nn.Linear) else 1)
         output.register_hook(lambda grad: on_term(call, grad, bias))
 
     def implicit_hook(module, args, kwargs, output):
-        name = units.implicit[module]
+        name = found.implicit[module]
         point = LinearisationPoint.of(module, name, args, kwargs)
         index = None
         for position, out in enumerate(tensor_outputs(output)):
@@ -281,14 +281,14 @@ def term_hooks(model: nn.Module, on_term: TermHandler, whole: Sequence[UnitSpec]
         output.register_hook(lambda grad: on_term(call, grad, bias))
 
     def traced(fn: Callable, *args):
-        if not units.parameters:
+        if not found.parameters:
             return fn(*args)
-        with ParameterUses(units.parameters, record_parameter_use):
+        with ParameterUses(found.parameters, record_parameter_use):
             return fn(*args)
 
-    handles = [m.register_forward_hook(biased_hook) for m in units.biased]
-    handles += [m.register_forward_hook(implicit_hook, with_kwargs=True) for m in units.implicit]
-    out_of_place = [m for m in units.implicit if getattr(m, "inplace", False) is True]
+    handles = [m.register_forward_hook(biased_hook) for m in found.biased]
+    handles += [m.register_forward_hook(implicit_hook, with_kwargs=True) for m in found.implicit]
+    out_of_place = [m for m in found.implicit if getattr(m, "inplace", False) is True]
     try:
         for module in out_of_place:
             module.inplace = False
@@ -331,18 +331,18 @@ def decompose(
     forward: Callable[..., torch.Tensor],
     inputs: Sequence[torch.Tensor],
     on_term: TermHandler,
-    whole: Sequence[UnitSpec] = (),
+    units: Sequence[UnitSpec] = (),
 ) -> tuple[tuple[torch.Tensor, ...], torch.Tensor]:
     """One forward pass `forward(*inputs)` -> f (N,) through `model`'s units and one backward pass; every
     unit term goes to `on_term`. Returns (gradients of f with respect to the inputs, f)."""
     inputs = tuple(x.detach().requires_grad_(True) for x in inputs)
-    with torch.enable_grad(), term_hooks(model, on_term, whole) as traced:
+    with torch.enable_grad(), term_hooks(model, on_term, units) as traced:
         f = traced(forward, *inputs)
         gradients = torch.autograd.grad(f.sum(), inputs)
     return gradients, f.detach()
 
 
-def full_gradients(model: nn.Module, inputs: torch.Tensor, target, on_term: TermHandler, whole=()):
+def full_gradients(model: nn.Module, inputs: torch.Tensor, target, on_term: TermHandler, units=()):
     """One forward and one backward pass of the target logits; every bias term goes to `on_term`.
 
     Returns (gradient of f with respect to the inputs, f per sample). Parameters' `.grad` and
@@ -354,7 +354,7 @@ def full_gradients(model: nn.Module, inputs: torch.Tensor, target, on_term: Term
         logits = model(x)
         return logits.gather(1, resolve_target(target, logits).view(-1, 1)).squeeze(1)
 
-    (input_grad,), selected = decompose(model, selected_logits, [inputs], on_term, whole)
+    (input_grad,), selected = decompose(model, selected_logits, [inputs], on_term, units)
     return input_grad, selected
 
 
@@ -390,16 +390,17 @@ class FullGradientTerms:
 
 
 def full_gradient_terms(
-    model: nn.Module, inputs: torch.Tensor, target=None, whole: Sequence[UnitSpec] = ()
+    model: nn.Module, inputs: torch.Tensor, target=None, units: Sequence[UnitSpec] = ()
 ) -> FullGradientTerms:
     """Every term of the full-gradient decomposition of `model`'s target logits on `inputs` (target as in
-    Captum: None for the predicted class, an int, or one class per sample); see FullGradientTerms."""
+    Captum: None for the predicted class, an int, or one class per sample); see FullGradientTerms. `units`
+    names modules to take whole, as FullGrad's."""
     inputs = inputs.detach()
     calls: list[tuple[LayerCall, torch.Tensor]] = []
 
     def on_term(call: LayerCall, grad: torch.Tensor, bias: torch.Tensor) -> None:
         calls.append((call, grad * call.shaped(bias, grad.ndim)))
 
-    input_grad, selected = full_gradients(model, inputs, target, on_term, whole)
+    input_grad, selected = full_gradients(model, inputs, target, on_term, units)
     calls.sort(key=lambda item: item[0].order)
     return FullGradientTerms(selected, input_grad * inputs, [(c.name, c.index, t) for c, t in calls])
