@@ -154,7 +154,9 @@ def tensor_outputs(output) -> list[torch.Tensor]:
 class LinearisationPoint:
     """The inputs of one unit call, kept until its implicit bias is needed (the gradient of its output
     arrives in the backward pass). Tensor inputs that require a gradient are the point z; the others
-    (masks, constants) stay fixed."""
+    (masks, constants) stay fixed. `pending` counts the outputs whose bias is still to come: after the
+    last, the inputs are let go (autograd frees them after the unit's backward step; holding them longer
+    would raise the backward pass's peak memory)."""
 
     module: nn.Module
     name: str
@@ -162,6 +164,7 @@ class LinearisationPoint:
     spec: object
     moving: list[int]
     versions: list[int]
+    pending: int = 0
 
     @classmethod
     def of(cls, module: nn.Module, name: str, args: tuple, kwargs: dict) -> LinearisationPoint:
@@ -189,6 +192,9 @@ class LinearisationPoint:
 
         with torch.no_grad(), sdpa_kernel(SDPBackend.MATH):
             value, linear_part = torch.func.jvp(call, point, point)
+        self.pending -= 1
+        if not self.pending:
+            self.leaves = []
         return value - linear_part
 
 
@@ -218,18 +224,13 @@ class ParameterUses(TorchFunctionMode):
         if not carried or not isinstance(output, torch.Tensor) or not output.is_floating_point():
             return output
         name = "+".join(dict.fromkeys(carried))
-        if len(carried) == len(
-            tensors
-        ):  # parameters alone: a constant, a unit only where it meets activations
+        if len(carried) == len(tensors):  # parameters alone: a constant, a unit where it meets activations
             self.constants[id(output)] = (output, name)
             return output
 
         def zero_activation(leaf):
-            return (
-                torch.zeros_like(leaf)
-                if isinstance(leaf, torch.Tensor) and id(leaf) not in self.constants
-                else leaf
-            )
+            is_activation = isinstance(leaf, torch.Tensor) and id(leaf) not in self.constants
+            return torch.zeros_like(leaf) if is_activation else leaf
 
         with torch.no_grad():
             bias = func(*tree_map(zero_activation, args), **tree_map(zero_activation, kwargs))
@@ -271,7 +272,7 @@ def term_hooks(model: nn.Module, on_term: TermHandler, units: Sequence[UnitSpec]
         for position, out in enumerate(tensor_outputs(output)):
             if out.requires_grad:
                 call = new_call(name, None, position, index)
-                index = call.index
+                index, point.pending = call.index, point.pending + 1
                 out.register_hook(
                     lambda grad, call=call: on_term(call, grad, point.implicit_bias(call.output))
                 )
