@@ -30,6 +30,11 @@ from torch import nn
 
 BATCH, SHAPE, THREADS, CLASSES = 64, (3, 32, 32), 2, 10
 MODELS = ("vgg11_bn", "resnet18")
+# Networks with implicit biases (GELU, SiLU, LayerNorm, squeeze-excitation, attention), measured on a batch
+# of their own: 32 x 3 x 64 x 64. vit_small: a ViT-S-sized transformer (6 layers, 384 wide, 6 heads) on
+# 8 x 8 patches, 64 tokens and a class token.
+MODERN_MODELS = ("convnext_tiny", "efficientnet_b0", "vit_small")
+MODERN_BATCH, MODERN_SHAPE = 32, (3, 64, 64)
 
 Call = Callable[[nn.Module, torch.Tensor, torch.Tensor], torch.Tensor]
 
@@ -37,7 +42,12 @@ Call = Callable[[nn.Module, torch.Tensor, torch.Tensor], torch.Tensor]
 def build_model(name: str) -> nn.Module:
     """torchvision's `name` with random weights, 10 classes, non-trivial batch-norm statistics, eval mode."""
     torch.manual_seed(0)
-    model = getattr(torchvision.models, name)(num_classes=CLASSES)
+    if name == "vit_small":
+        model = torchvision.models.VisionTransformer(
+            MODERN_SHAPE[-1], 8, num_layers=6, num_heads=6, hidden_dim=384, mlp_dim=1536, num_classes=CLASSES
+        )
+    else:
+        model = getattr(torchvision.models, name)(num_classes=CLASSES)
     if name.startswith("vgg"):  # 32x32 inputs leave 512x1x1 features
         model.avgpool = nn.Identity()
         model.classifier[0] = nn.Linear(512, model.classifier[0].out_features)
@@ -48,9 +58,11 @@ def build_model(name: str) -> nn.Module:
     return model.eval()
 
 
-def batch() -> tuple[torch.Tensor, torch.Tensor]:
+def batch(model_name: str = "") -> tuple[torch.Tensor, torch.Tensor]:
+    """The batch a model is measured on: BATCH x SHAPE, or MODERN_BATCH x MODERN_SHAPE for MODERN_MODELS."""
+    size, shape = (MODERN_BATCH, MODERN_SHAPE) if model_name in MODERN_MODELS else (BATCH, SHAPE)
     generator = torch.Generator().manual_seed(1)
-    return torch.randn(BATCH, *SHAPE, generator=generator), torch.arange(BATCH) % CLASSES
+    return torch.randn(size, *shape, generator=generator), torch.arange(size) % CLASSES
 
 
 def floor(model: nn.Module, x: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
@@ -61,12 +73,16 @@ def floor(model: nn.Module, x: torch.Tensor, target: torch.Tensor) -> torch.Tens
 
 
 def interleaved_medians(
-    model: nn.Module, calls: dict[str, Call], repeats: int, runs_per_round: dict[str, int] | None = None
+    model: nn.Module,
+    calls: dict[str, Call],
+    repeats: int,
+    runs_per_round: dict[str, int] | None = None,
+    model_name: str = "",
 ) -> dict[str, tuple[float, float]]:
     """name -> (median wall seconds, median CPU seconds of this process) over `repeats` interleaved rounds of
-    `calls`, after one warm-up call of each. `runs_per_round` calls some of them several times a round: a
-    cheap reference next to a slow method gets enough samples for a steady median."""
-    x, target = batch()
+    `calls` on `batch(model_name)`, after one warm-up call of each. `runs_per_round` calls some of them
+    several times a round: a cheap reference next to a slow method gets enough samples for a steady median."""
+    x, target = batch(model_name)
     times: dict[str, list[tuple[float, float]]] = {name: [] for name in calls}
     for call in calls.values():
         call(model, x, target)
@@ -92,9 +108,10 @@ def _status_kib(field: str) -> int:
         return next(int(line.split()[1]) for line in f if line.startswith(field + ":"))
 
 
-def measure_peak_here(model: nn.Module, method: Call) -> float:
-    """MiB of peak RSS one call of `method` adds to this process (run it in a fresh process)."""
-    x, target = batch()
+def measure_peak_here(model: nn.Module, method: Call, model_name: str = "") -> float:
+    """MiB of peak RSS one call of `method` on `batch(model_name)` adds to this process (run it in a fresh
+    process)."""
+    x, target = batch(model_name)
     method(model, x, target)
     baseline = _status_kib("VmRSS")
     with open("/proc/self/clear_refs", "w") as f:
@@ -119,6 +136,6 @@ def main(call_of: Callable[[str], Call], run: Callable[[], list[str]]) -> None:
     if sys.argv[1:2] == ["--memory"]:
         torch.set_num_threads(THREADS)
         _, model_name, method = sys.argv[1:]
-        print(f"{measure_peak_here(build_model(model_name), call_of(method)):.1f}")
+        print(f"{measure_peak_here(build_model(model_name), call_of(method), model_name):.1f}")
     else:
         print("\n".join(run()))

@@ -59,6 +59,7 @@ class Roar(Section):
 class Explain(Section):
     num_images: PositiveInt
     target: Literal[EXPLAIN_TARGETS]
+    logit_shares: bool
 
 
 class Task(Section):

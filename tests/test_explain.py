@@ -12,7 +12,7 @@ from roar.app import experiment
 from roar.cache import StageCache, spec_key
 from roar.config import ConfigError
 from roar.pipeline import training_spec
-from roar.tasks.explain import CELL_INCHES, DPI, GALLERY, explain_images
+from roar.tasks.explain import CELL_INCHES, DPI, GALLERY, LOGIT_SHARES, explain_images
 from roar.training import load_classifier
 from tests import wandb_records
 from tests.conftest import compose_config, succeeded
@@ -81,12 +81,31 @@ def test_gallery_maps_are_the_pipeline_maps_of_the_first_test_images(tmp_path, s
     assert not torch.allclose(maps["simple_fullgrad"], expected)
 
 
+def test_logit_shares_beside_the_gallery(tmp_path, shared_cache):
+    overrides = ("logger=none", "method=[fullgrad]", "explain.num_images=2", "explain.logit_shares=true")
+    cfg = compose_config(tmp_path, *FAST, shared_cache, *overrides)
+    run_dir = experiment(cfg)
+    assert (run_dir / GALLERY).exists()
+    png = matplotlib.image.imread(run_dir / LOGIT_SHARES)
+    assert png.shape[0] == round(2 * 2.2 * DPI)  # one chart per image
+    base = StageCache(cfg.paths.cache_dir).load("train", spec_key(training_spec(cfg, cfg.seed, None)))
+    net, datamodule = load_classifier(cfg.model, base).net, instantiate(cfg.dataset.datamodule)
+    test = datamodule.splits["test"]
+    terms = saliency.full_gradient_terms(net, datamodule.normalize(test.images[:2]), test.labels[:2])
+    names, shares = terms.shares()
+    assert names[0] == "input" and len(names) > 3  # the input, then the layers that carry a bias
+    torch.testing.assert_close(
+        shares.sum(1), torch.ones(2), rtol=1e-4, atol=1e-4
+    )  # complete: they add up to f
+
+
 @pytest.mark.parametrize(
     "override,message",
     [
         ("explain.num_images=0", "explain.num_images: 0: input should be greater than or equal to 1"),
         ("explain.num_images=100000", "explain.num_images: 100000 exceeds the 360 test images"),
         ("explain.target=random", "explain.target: 'random': input should be 'label' or 'predicted'"),
+        ("explain.logit_shares=maybe", "explain.logit_shares: 'maybe': input should be a valid boolean"),
     ],
 )
 def test_bad_gallery_options_are_refused_before_training(tmp_path, override, message):

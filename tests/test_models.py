@@ -87,3 +87,11 @@ def test_torchvision_models_train_from_scratch_with_adapted_first_conv():
 def test_unknown_torchvision_model_is_a_config_error():
     with pytest.raises(ConfigError, match="model.name: torchvision has no classification model 'resnet5'"):
         torchvision_net("resnet5", in_channels=3, num_classes=10)
+
+
+def test_vision_transformers_take_the_image_size_and_only_they():
+    assert torchvision_net("vit_b_16", in_channels=1, num_classes=3, image_size=32)(
+        torch.randn(1, 1, 32, 32)
+    ).shape == (1, 3)
+    with pytest.raises(ConfigError, match="model.image_size: only the vision transformers"):
+        torchvision_net("resnet18", in_channels=3, num_classes=10, image_size=32)

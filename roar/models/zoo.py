@@ -9,23 +9,34 @@ from roar.errors import ConfigError
 from roar.models.classifier import ImageClassifier
 
 
-def torchvision_classifier(name: str, in_channels: int, num_classes: int, **classifier) -> ImageClassifier:
+def torchvision_classifier(
+    name: str, in_channels: int, num_classes: int, image_size: int | None = None, **classifier
+) -> ImageClassifier:
     """The ImageClassifier (optimizer, schedule, ... in `classifier`) over `torchvision_net(name, ...)`."""
-    return ImageClassifier(torchvision_net(name, in_channels, num_classes), num_classes, **classifier)
+    return ImageClassifier(
+        torchvision_net(name, in_channels, num_classes, image_size), num_classes, **classifier
+    )
 
 
-def torchvision_net(name: str, in_channels: int, num_classes: int) -> nn.Module:
+def torchvision_net(
+    name: str, in_channels: int, num_classes: int, image_size: int | None = None
+) -> nn.Module:
     """`torchvision.models.get_model(name, num_classes=...)` without pretrained weights (ROAR trains every
     model from scratch), its first convolution rebuilt for `in_channels` when that differs from 3.
+    `image_size` goes to the models built for one input size (the vision transformers, vit_*).
 
-    FullGrad is exact only on piecewise-linear networks (ReLU, max/avg-pool, batch-norm, residual sums):
-    ResNets and VGGs are; networks with SiLU, GELU or LayerNorm (EfficientNet, ConvNeXt, ViT) are not.
+    FullGrad decomposes all of them exactly (implicit biases for SiLU, GELU, LayerNorm, squeeze-excitation
+    and attention: docs/fullgrad-implicit-biases.md).
     """
     available = torchvision.models.list_models(torchvision.models)
     if name not in available:
         examples = ", ".join(n for n in available if n.startswith(("resnet", "vgg")))
         raise ConfigError(f"model.name: torchvision has no classification model {name!r}; e.g. {examples}")
-    net = torchvision.models.get_model(name, weights=None, num_classes=num_classes)
+    sized = name.startswith("vit_")
+    if image_size is not None and not sized:
+        raise ConfigError(f"model.image_size: only the vision transformers (vit_*) take one, not {name!r}")
+    extra = {"image_size": image_size} if sized and image_size is not None else {}
+    net = torchvision.models.get_model(name, weights=None, num_classes=num_classes, **extra)
     if in_channels != 3:
         _replace_first_conv(net, in_channels)
     return net

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from roar.saliency.base import REDUCTIONS, ContractError, PixelSaliency, check_attributions
 from roar.saliency.cam import GradCam, GradCamPlusPlus, GuidedGradCam, LayerGradCamPlusPlus
+from roar.saliency.decomposition import FullGradientTerms, full_gradient_terms
 from roar.saliency.fullgrad import FullGrad, SimpleFullGrad, SmoothFullGrad
 from roar.saliency.integrated_gradients import IntegratedGradients
 from roar.saliency.lrp import LRP
@@ -32,6 +33,7 @@ __all__ = [
     "FeatureAblation",
     "FullGrad",
     "FunctionAttribution",
+    "FullGradientTerms",
     "GradCam",
     "GradCamPlusPlus",
     "GradientShap",
@@ -59,4 +61,5 @@ __all__ = [
     "create",
     "named_config",
     "source_hash",
+    "full_gradient_terms",
 ]

@@ -1,28 +1,22 @@
-"""FullGrad (Srinivas & Fleuret, NeurIPS 2019): the full-gradient decomposition and its saliency maps.
+"""FullGrad (Srinivas & Fleuret, NeurIPS 2019): saliency maps from the full-gradient decomposition.
 
-For a piecewise-linear network (conv, linear, eval-mode batch-norm, ReLU, pooling, residual additions)
-a class logit decomposes exactly as
+A class logit decomposes exactly as
 
-    f(x) = sum(grad_x f * x) + sum over layer calls l of sum(grad_{z_l} f * b_l)
+    f(x) = sum(grad_x f * x) + sum over unit calls u of sum(grad_{out_u} f * b_u)
 
-where z_l is the output of one call of a layer with bias b_l (for batch-norm, the effective bias
-beta - mean * gamma / sqrt(var + eps)). The gradients with respect to every z_l come from tensor hooks
-registered during the forward pass, so one backward pass yields all of them, each paired with the module
-call that produced it (not with a position in `model.modules()`): modules that run twice, out of
-registration order, or not at all decompose correctly. A tensor hook sees the gradient of the tensor as it
-was when the hook was registered, which keeps the terms exact under `ReLU(inplace=True)`.
+(roar/saliency/decomposition.py: conv/linear/batch-norm biases, implicit biases of every other module,
+parameters applied outside modules). The maps are psi of each term, summed over channels, upsampled.
 
-The maps are computed inside the hooks, while the backward pass runs, without materialising
-grad * bias: psi's per-channel extrema of |grad * b| are |b| times those of |grad|, and the channel sum
-of psi is one weighted contraction of |grad| over channels. Maps of layers with the same spatial size
-are summed before a single upsampling (bilinear interpolation is linear).
+The maps are computed inside the gradient hooks, while the backward pass runs. For a per-channel bias
+(conv, linear, batch-norm) without materialising grad * bias: psi's per-channel extrema of |grad * b| are
+|b| times those of |grad|, and the channel sum of psi is one weighted contraction of |grad| over channels.
+Maps of layers with the same spatial size are summed before a single upsampling (bilinear interpolation
+is linear).
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
-from dataclasses import dataclass
+from collections.abc import Sequence
 
 import torch
 import torch.nn.functional as F
@@ -30,151 +24,79 @@ from captum.attr import GradientAttribution
 from captum.log import log_usage
 from torch import nn
 from torch.nn.modules.batchnorm import _BatchNorm
+from torch.utils._pytree import tree_flatten, tree_map, tree_unflatten
 
+from roar.saliency.decomposition import (
+    LayerCall,
+    UnitSpec,
+    bias_total,
+    check_eval_mode,
+    decompose,
+    find_units,
+    full_gradients,
+    named,
+    tensor_outputs,
+)
 from roar.saliency.noise import per_image_sigma
 
-CONVOLUTIONS = (nn.Conv1d, nn.Conv2d, nn.Conv3d)
-BATCH_NORMS = (nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d)
-BIASED_MODULES = (*CONVOLUTIONS, nn.Linear, *BATCH_NORMS)
-# Leaf modules that keep a network piecewise linear without adding a bias. Any other leaf module that runs
-# (ReLU6, Hardtanh, GELU, SiLU, LayerNorm, GroupNorm, a custom layer, ...) is named when completeness fails.
-PIECEWISE_LINEAR_MODULES = (
-    nn.ReLU, nn.LeakyReLU, nn.PReLU, nn.Identity, nn.Flatten, nn.Unflatten,
-    nn.MaxPool1d, nn.MaxPool2d, nn.MaxPool3d, nn.AvgPool1d, nn.AvgPool2d, nn.AvgPool3d,
-    nn.AdaptiveMaxPool1d, nn.AdaptiveMaxPool2d, nn.AdaptiveMaxPool3d,
-    nn.AdaptiveAvgPool1d, nn.AdaptiveAvgPool2d, nn.AdaptiveAvgPool3d,
-    nn.Dropout, nn.Dropout1d, nn.Dropout2d, nn.Dropout3d,
-    nn.ZeroPad1d, nn.ZeroPad2d, nn.ZeroPad3d, nn.ReflectionPad1d, nn.ReflectionPad2d, nn.ReflectionPad3d,
-    nn.ReplicationPad1d, nn.ReplicationPad2d, nn.ReplicationPad3d, nn.PixelShuffle, nn.PixelUnshuffle,
-    nn.Upsample, nn.ChannelShuffle,
-)  # fmt: skip
 SUPPORTED = (
-    "Conv1d/2d/3d, Linear and eval-mode BatchNorm1d/2d/3d layers joined by ReLU, LeakyReLU, pooling, "
-    "flatten, dropout, padding, upsampling and residual additions"
+    "networks whose forward() functions only join modules linearly (additions, concatenation, reshapes, "
+    "slicing, pooling, free parameters added or multiplied in); any module runs, with batch-norm in eval "
+    "mode, and modules that multiply activations (squeeze-excitation, attention) taken whole as units"
 )
 EPS = 1e-6  # psi's denominator guard, as in the authors' code
 RESCALES = ("layer", "channel")
+GRID_ASPECT_TOLERANCE = 1.5  # how far a term's h:w may be from the image's H:W and still lie on it
 
 
 class CompletenessError(ValueError):
-    """The decomposition does not add up to the logit: the model is not piecewise linear with explicit
-    biases."""
+    """The decomposition does not add up to the logit: some forward() is not linear between units."""
 
 
-@dataclass(frozen=True)
-class LayerCall:
-    """One call of a biased module during a forward pass (the `index`-th call of `module`); hashable, by
-    module identity and index."""
-
-    module: nn.Module
-    index: int
-
-    @property
-    def bias_dim(self) -> int:
-        return -1 if isinstance(self.module, nn.Linear) else 1
-
-    def is_spatial(self, output: torch.Tensor, inputs: torch.Tensor) -> bool:
-        """Whether the term is a conv/BN feature map with the input's spatial dimensions (maps use only
-        those; linear terms enter completeness alone)."""
-        return not isinstance(self.module, nn.Linear) and output.ndim == inputs.ndim
+def _on_grid(dims: Sequence[int], image: Sequence[int]) -> bool:
+    """Whether feature dims (h, w, ...) can be a downsampled grid of the image's (H, W, ...): each no
+    larger, and the same downsampling factor in every direction (within GRID_ASPECT_TOLERANCE)."""
+    if len(dims) != len(image) or not all(0 < d <= size for d, size in zip(dims, image)):
+        return False
+    factors = [size / d for d, size in zip(dims, image)]
+    return max(factors) / min(factors) <= GRID_ASPECT_TOLERANCE
 
 
-# Called once per layer call, during the backward pass, with the gradient of the call's output and the
-# layer's (effective) bias, a 1-D tensor along `call.bias_dim`.
-TermHandler = Callable[[LayerCall, torch.Tensor, torch.Tensor], None]
+def _token_grid(tokens: int, image: Sequence[int]) -> tuple[int, tuple[int, int]] | None:
+    """(leading tokens to drop, (rows, columns)) when `tokens` are a ViT's patches in row-major order on
+    a grid with exactly the image's aspect ratio, after none or one class token; None otherwise."""
+    height, width = image
+    for leading in (0, 1):
+        patches = tokens - leading
+        rows = max(1, round((patches * height / width) ** 0.5))
+        # patches of p x p pixels tile the image exactly: the grid has its aspect ratio exactly
+        if patches > 0 and patches % rows == 0 and rows * width == patches // rows * height:
+            return leading, (rows, patches // rows)
+    return None
 
 
-def effective_bias(module: nn.Module) -> torch.Tensor | None:
-    """The bias a layer adds to its output (detached), or None for a layer that adds none."""
-    with torch.no_grad():
-        if isinstance(module, _BatchNorm):
-            if module.running_mean is None:  # batch statistics: not an affine map of each sample
-                return None
-            gamma = module.weight if module.weight is not None else torch.ones_like(module.running_var)
-            beta = module.bias if module.bias is not None else torch.zeros_like(module.running_mean)
-            return beta - module.running_mean * gamma / torch.sqrt(module.running_var + module.eps)
-        return None if module.bias is None else module.bias.detach()
+def feature_maps(term: torch.Tensor, call: LayerCall, image: Sequence[int]) -> torch.Tensor | None:
+    """The term as channel-first maps (N, C, *s) over the image, or None when it does not lie on it.
 
-
-def resolve_target(target, logits: torch.Tensor) -> torch.Tensor:
-    """Captum's targets for (N, K) logits: None -> the predicted class; an int (or a one-element tensor or
-    list) -> that class for every sample; an (N,) tensor or list -> one class per sample."""
-    if target is None:
-        return logits.argmax(dim=1)
-    target = torch.as_tensor(target, device=logits.device).long().reshape(-1)
-    if target.numel() == 1:
-        return target.expand(len(logits))
-    if target.numel() != len(logits):
-        raise ValueError(f"target has {target.numel()} classes for {len(logits)} samples")
-    return target
-
-
-def _named(model: nn.Module, predicate) -> list[str]:
-    return [f"{type(m).__name__} ({name or 'model'})" for name, m in model.named_modules() if predicate(m)]
-
-
-def breaks_completeness(module: nn.Module) -> bool:
-    """A leaf module that is not known to keep the decomposition exact: a non-piecewise-linear one, or a
-    batch-norm without running statistics (it normalises with batch statistics)."""
-    if isinstance(module, _BatchNorm):
-        return module.running_mean is None
-    return not isinstance(module, (*BIASED_MODULES, *PIECEWISE_LINEAR_MODULES))
-
-
-def check_eval_mode(model: nn.Module) -> None:
-    """A batch-norm in train mode normalises with batch statistics (no per-sample bias exists) and would
-    overwrite its running statistics: refuse before running anything."""
-    training = _named(model, lambda m: isinstance(m, _BatchNorm) and m.training)
-    if training:
-        raise ValueError(f"FullGrad needs batch-norm in eval mode (call model.eval()); in train mode: "
-                         f"{', '.join(training)}")  # fmt: skip
-
-
-@contextmanager
-def _term_hooks(model: nn.Module, on_term: TermHandler) -> Iterator[None]:
-    """Forward hooks on every biased module that register a gradient hook on each call's output."""
-    biases: dict[nn.Module, torch.Tensor | None] = {}
-    calls: dict[nn.Module, int] = {}
-
-    def forward_hook(module, inputs, output):
-        if module not in biases:
-            biases[module] = effective_bias(module)
-        bias = biases[module]
-        if bias is None or not isinstance(output, torch.Tensor) or not output.requires_grad:
-            return
-        call = LayerCall(module, calls.get(module, 0))
-        calls[module] = call.index + 1
-        output.register_hook(lambda grad: on_term(call, grad, bias))
-
-    biased = [m for m in model.modules() if isinstance(m, BIASED_MODULES)]
-    handles = [m.register_forward_hook(forward_hook) for m in biased]
-    try:
-        yield
-    finally:
-        for handle in handles:
-            handle.remove()
-
-
-def full_gradients(model: nn.Module, inputs: torch.Tensor, target, on_term: TermHandler):
-    """One forward and one backward pass of the target logits; every bias term goes to `on_term`.
-
-    Returns (gradient of f with respect to the inputs, f per sample). Parameters' `.grad` and
-    `requires_grad` are untouched: the backward asks for the input gradient only.
-    """
-    check_eval_mode(model)
-    inputs = inputs.detach().requires_grad_(True)
-    with torch.enable_grad(), _term_hooks(model, on_term):
-        logits = model(inputs)
-        target = resolve_target(target, logits)
-        selected = logits.gather(1, target.view(-1, 1)).squeeze(1)
-        (input_grad,) = torch.autograd.grad(selected.sum(), inputs)
-    return input_grad, selected.detach()
-
-
-def bias_total(grad: torch.Tensor, bias: torch.Tensor, bias_dim: int) -> torch.Tensor:
-    """sum(grad * bias) per sample, without materialising the product."""
-    per_channel = grad.movedim(bias_dim, -1).reshape(len(grad), -1, bias.numel()).sum(1)
-    return per_channel @ bias
+    Conv/batch-norm terms are channel-first by construction; Linear terms channel-last (a Linear acts on
+    the last dimension: the pointwise convolutions of ConvNeXt and Swin). Other terms of the image's rank
+    are channel-first when their dims after the channel lie on the image's grid, else channel-last when
+    those before the channel do. On 2-D images, (N, L, D) terms are a ViT's tokens when L (or L - 1:
+    the class token, left out of the map) fills a grid with the image's aspect ratio."""
+    spatial = len(image)
+    if call.bias_dim == 1:
+        return term if term.ndim == spatial + 2 else None
+    if term.ndim == spatial + 2:
+        if call.bias_dim is None and _on_grid(term.shape[2:], image):
+            return term
+        if spatial >= 2 and _on_grid(term.shape[1:-1], image):
+            return term.movedim(-1, 1)
+        return None
+    grid = _token_grid(term.shape[1], image) if term.ndim == 3 and spatial == 2 else None
+    if grid is None:
+        return None
+    leading, (rows, columns) = grid
+    return term[:, leading:].movedim(-1, 1).reshape(len(term), term.shape[-1], rows, columns)
 
 
 def rescaled_channel_sum(
@@ -230,21 +152,28 @@ class _MapSum:
 
 
 class FullGrad(GradientAttribution):
-    """FullGrad saliency: psi(grad_x f * x) + sum over conv/BN calls of Up(psi(grad_z f * b)), summed over
-    channels.
+    """FullGrad saliency: psi(grad_x f * x) + sum over unit calls lying on the image of
+    Up(psi(grad_z f * b)), summed over channels (`feature_maps` says which terms lie on the image and how).
 
-    `model` is any nn.Module with batch-norm in eval mode; the decomposition is exact for SUPPORTED layers
-    (`check_completeness` tells). `rescale` chooses psi's rescaling: "layer" (the authors': min/max over the
-    whole layer tensor, per sample) or "channel" (min/max per channel, per sample).
+    `model` is any nn.Module with batch-norm in eval mode; the decomposition is exact for SUPPORTED
+    networks (`check_completeness` tells). `rescale` chooses psi's rescaling: "layer" (the authors':
+    min/max over the whole layer tensor, per sample) or "channel" (min/max per channel, per sample).
+    `units` names further modules to take whole as units (classes, or names in `model.named_modules()`),
+    beside WHOLE_UNITS: any module whose forward() multiplies activations.
     """
 
-    def __init__(self, model: nn.Module, rescale: str = "layer"):
+    def __init__(self, model: nn.Module, rescale: str = "layer", units: Sequence[UnitSpec] = ()):
         if not isinstance(model, nn.Module):
             raise TypeError(f"FullGrad needs an nn.Module (it hooks its layers), got {type(model).__name__}")
         if rescale not in RESCALES:
             raise ValueError(f"rescale must be one of {RESCALES}, got {rescale!r}")
+        names = dict(model.named_modules())
+        for unit in units:
+            if not (isinstance(unit, type) and issubclass(unit, nn.Module)) and unit not in names:
+                raise ValueError(f"units: {unit!r} is neither an nn.Module class nor a module of the model")
         super().__init__(model)
         self.rescale = rescale
+        self.units = tuple(units)
 
     @property
     def model(self) -> nn.Module:
@@ -258,8 +187,23 @@ class FullGrad(GradientAttribution):
         return True
 
     def _channel_scale(self, bias: torch.Tensor) -> torch.Tensor | None:
-        """|b|: FullGrad's layer term is grad * b."""
+        """|b| for a per-channel bias: FullGrad's layer term is grad * b."""
         return bias.abs()
+
+    def _magnitude(self, grad: torch.Tensor, bias: torch.Tensor) -> torch.Tensor:
+        """|grad * b| for a bias shaped like the output."""
+        return (grad * bias).abs()
+
+    def _layer_map(
+        self, call: LayerCall, grad: torch.Tensor, bias: torch.Tensor, image
+    ) -> torch.Tensor | None:
+        """psi of the call's term summed over channels, (N, 1, *s), or None for a term not on the image."""
+        if call.bias_dim is None:
+            magnitude, channel_scale = self._magnitude(grad, bias), None
+        else:
+            magnitude, channel_scale = grad.abs(), self._channel_scale(bias)
+        maps = feature_maps(magnitude, call, image)
+        return None if maps is None else rescaled_channel_sum(maps, self.rescale, channel_scale)
 
     @log_usage()
     def attribute(self, inputs: torch.Tensor, target=None, return_convergence_delta: bool = False):
@@ -270,12 +214,13 @@ class FullGrad(GradientAttribution):
         layer_maps, totals = _MapSum(), torch.zeros(len(inputs), dtype=inputs.dtype, device=inputs.device)
 
         def on_term(call: LayerCall, grad: torch.Tensor, bias: torch.Tensor) -> None:
-            if call.is_spatial(grad, inputs):
-                layer_maps.add(rescaled_channel_sum(grad.abs(), self.rescale, self._channel_scale(bias)))
+            layer_map = self._layer_map(call, grad, bias, inputs.shape[2:])
+            if layer_map is not None:
+                layer_maps.add(layer_map)
             if return_convergence_delta:
                 totals.add_(bias_total(grad, bias, call.bias_dim))
 
-        input_grad, selected = full_gradients(self.model, inputs, target, on_term)
+        input_grad, selected = full_gradients(self.model, inputs, target, on_term, self.units)
         input_term = input_grad * inputs
         maps = layer_maps.upsampled(rescaled_channel_sum(input_term.abs(), self.rescale))
         if not return_convergence_delta:
@@ -283,13 +228,13 @@ class FullGrad(GradientAttribution):
         return maps, selected - totals - input_term.flatten(1).sum(1)
 
     def decompose(self, inputs: torch.Tensor, target=None) -> tuple[torch.Tensor, torch.Tensor]:
-        """(f per sample, sum of all decomposition terms per sample): equal for a piecewise-linear model."""
+        """(f per sample, sum of all decomposition terms per sample): equal where the decomposition holds."""
         totals = torch.zeros(len(inputs), dtype=inputs.dtype, device=inputs.device)
 
         def on_term(call: LayerCall, grad: torch.Tensor, bias: torch.Tensor) -> None:
             totals.add_(bias_total(grad, bias, call.bias_dim))
 
-        input_grad, selected = full_gradients(self.model, inputs, target, on_term)
+        input_grad, selected = full_gradients(self.model, inputs, target, on_term, self.units)
         return selected, totals + (input_grad * inputs).flatten(1).sum(1)
 
     def compute_convergence_delta(self, attributions: torch.Tensor, inputs: torch.Tensor, target=None):
@@ -308,24 +253,66 @@ class FullGrad(GradientAttribution):
         return (selected - total).abs()
 
     def check_completeness(self, inputs: torch.Tensor, target=None, rtol: float = 1e-4) -> torch.Tensor:
-        """The relative residuals |f - sum of terms| / |f| (N,); raises CompletenessError naming the modules
-        that break the decomposition when one exceeds `rtol`."""
+        """The relative residuals |f - sum of terms| / |f| (N,); raises CompletenessError naming where the
+        decomposition breaks when one exceeds `rtol`."""
         selected, total = self.decompose(inputs, target)
         relative = (selected - total).abs() / selected.abs().clamp_min(torch.finfo(selected.dtype).tiny)
         worst = int(relative.argmax())
         if relative[worst] <= rtol:
             return relative
-        culprits = self._modules_that_ran(inputs, breaks_completeness)
-        blame = (
-            f"modules that break it: {', '.join(culprits)}"
-            if culprits
-            else "no module known to break it ran: look in forward() for functions that are not piecewise "
-            "linear (F.gelu, torch.sigmoid, ...) or biases added outside Conv/Linear/BatchNorm modules"
-        )
         raise CompletenessError(
             f"FullGrad completeness fails: relative residual {relative[worst].item():.3g} > {rtol:g} "
-            f"(sample {worst}); {blame}. FullGrad is exact for {SUPPORTED}."
-        )  # fmt: skip
+            f"(sample {worst}); {self._where_it_breaks(inputs[worst : worst + 1], rtol)}. FullGrad is exact "
+            f"for {SUPPORTED}."
+        )
+
+    def _where_it_breaks(self, sample: torch.Tensor, rtol: float) -> str:
+        """Names the batch-norms with batch statistics that ran on `sample` or else the modules whose own
+        forward() is not linear between units: those whose local decomposition fails while it holds for
+        every module inside them."""
+        batch_statistics = self._modules_that_ran(
+            sample, lambda m: isinstance(m, _BatchNorm) and m.running_mean is None
+        )
+        if batch_statistics:
+            return f"modules that break it: {', '.join(batch_statistics)} (batch statistics)"
+        broken = [name for name, residual, scale in self._local_residuals(sample) if residual > rtol * scale]
+        innermost = [
+            name
+            for name in broken
+            if not any(other.startswith(f"{name}.") or (not name and other) for other in broken)
+        ]
+        modules = dict(self.model.named_modules())
+        where = ", ".join(f"{type(modules[name]).__name__} ({name or 'model'})" for name in innermost)
+        return (
+            f"the forward() of {where} is not linear between units: look there for functions that are not "
+            "(F.gelu, torch.sigmoid, x * y, ...), for tensors added that are not parameters, or take the "
+            "module whole (FullGrad(model, units=[...]))"
+        )
+
+    def _local_residuals(self, sample: torch.Tensor) -> list[tuple[str, float, float]]:
+        """(name, |residual|, |f| + sum of |terms|) of the local decomposition of the first call of every
+        module between units (the model itself included), on one sample: f is its outputs' dot product
+        with fixed random weights, its inputs are the call's tensor arguments."""
+        containers = find_units(self.model, self.units).containers
+        captured: dict[str, tuple[nn.Module, tuple, dict]] = {}
+
+        def capture(module, args, kwargs):
+            name = containers[module]
+            if name not in captured:
+                captured[name] = (module, *tree_map(_cloned, (args, kwargs)))
+
+        handles = [m.register_forward_pre_hook(capture, with_kwargs=True) for m in containers]
+        try:
+            with torch.no_grad():
+                self.model(sample)
+        finally:
+            for handle in handles:
+                handle.remove()
+        generator = torch.Generator().manual_seed(0)
+        return [
+            (name, *_local_residual(self.model, module, args, kwargs, self.units, generator))
+            for name, (module, args, kwargs) in captured.items()
+        ]
 
     def _modules_that_ran(self, inputs: torch.Tensor, predicate) -> list[str]:
         """The leaf modules satisfying `predicate` that run on `inputs`, as 'Type (name)'."""
@@ -338,7 +325,43 @@ class FullGrad(GradientAttribution):
         finally:
             for handle in handles:
                 handle.remove()
-        return _named(self.model, lambda m: m in ran)
+        return named(self.model, lambda m: m in ran)
+
+
+def _local_residual(model, module, args, kwargs, units, generator) -> tuple[float, float]:
+    """(|residual|, |f| + sum of |terms|) of the decomposition of one call of `module` inside `model`:
+    f is its outputs' dot product with random weights, the call's floating-point tensor arguments are
+    its inputs."""
+    leaves, spec = tree_flatten((args, kwargs))
+    moving = [
+        i for i, leaf in enumerate(leaves) if isinstance(leaf, torch.Tensor) and leaf.is_floating_point()
+    ]
+    with torch.no_grad():
+        outputs = tensor_outputs(module.forward(*args, **kwargs))
+    weights = [torch.randn(o.shape, generator=generator, dtype=o.dtype).to(o.device) for o in outputs]
+
+    def weighted_output(*z: torch.Tensor) -> torch.Tensor:
+        filled = list(leaves)
+        for i, value in zip(moving, z):
+            filled[i] = value
+        call_args, call_kwargs = tree_unflatten(filled, spec)
+        outputs = tensor_outputs(module.forward(*call_args, **call_kwargs))
+        return sum((o * w).sum() for o, w in zip(outputs, weights)).reshape(1)
+
+    parts = []
+
+    def on_term(call: LayerCall, grad: torch.Tensor, bias: torch.Tensor) -> None:
+        parts.append(bias_total(grad, bias, call.bias_dim))
+
+    gradients, f = decompose(model, weighted_output, [leaves[i] for i in moving], on_term, units)
+    parts += [(g * leaves[i]).sum().reshape(1) for g, i in zip(gradients, moving)]
+    residual = f.sum() - sum(p.sum() for p in parts)
+    return float(residual.abs()), float(f.abs().sum() + sum(p.abs().sum() for p in parts))
+
+
+def _cloned(leaf):
+    """A copy of a tensor argument, safe from in-place changes the forward pass makes later."""
+    return leaf.clone() if isinstance(leaf, torch.Tensor) else leaf
 
 
 class SimpleFullGrad(FullGrad):
@@ -347,6 +370,9 @@ class SimpleFullGrad(FullGrad):
 
     def _channel_scale(self, bias: torch.Tensor) -> None:
         return None
+
+    def _magnitude(self, grad: torch.Tensor, bias: torch.Tensor) -> torch.Tensor:
+        return grad.abs()
 
 
 class SmoothFullGrad(FullGrad):
@@ -367,8 +393,9 @@ class SmoothFullGrad(FullGrad):
         std_spread: float = 0.15,
         rescale: str = "layer",
         seed: int = 0,
+        units: Sequence[UnitSpec] = (),
     ):
-        super().__init__(model, rescale=rescale)
+        super().__init__(model, rescale=rescale, units=units)
         if num_samples < 1 or std_spread < 0:
             raise ValueError(f"num_samples must be >= 1 and std_spread >= 0, got {num_samples}, {std_spread}")
         self.num_samples = num_samples
@@ -388,10 +415,11 @@ class SmoothFullGrad(FullGrad):
         layer_terms: dict[LayerCall, torch.Tensor] = {}
         input_term = torch.zeros(len(inputs), 1, *inputs.shape[2:], dtype=inputs.dtype, device=inputs.device)
         delta = torch.zeros(len(inputs), dtype=inputs.dtype, device=inputs.device)
+        image = inputs.shape[2:]
 
         def on_term(call: LayerCall, grad: torch.Tensor, bias: torch.Tensor) -> None:
-            if call.is_spatial(grad, inputs):
-                term = grad * bias.view(-1, *[1] * (grad.ndim - 2))
+            if feature_maps(grad, call, image) is not None:
+                term = grad * call.shaped(bias, grad.ndim)
                 layer_terms[call] = layer_terms[call].add_(term) if call in layer_terms else term
             if return_convergence_delta:
                 delta.sub_(bias_total(grad, bias, call.bias_dim))
@@ -399,13 +427,13 @@ class SmoothFullGrad(FullGrad):
         for _ in range(self.num_samples):
             noise = torch.randn(inputs.shape, generator=self.generator, dtype=inputs.dtype)
             noisy = inputs + noise.to(inputs.device) * noise_std
-            input_grad, selected = full_gradients(self.model, noisy, target, on_term)
+            input_grad, selected = full_gradients(self.model, noisy, target, on_term, self.units)
             noisy_term = input_grad * noisy
             input_term.add_(noisy_term.sum(1, keepdim=True))
             delta.add_(selected - noisy_term.flatten(1).sum(1))
 
         layer_maps = _MapSum()
-        for term in layer_terms.values():
-            layer_maps.add(rescaled_channel_sum(term.abs(), self.rescale))
+        for call, term in layer_terms.items():
+            layer_maps.add(rescaled_channel_sum(feature_maps(term.abs(), call, image), self.rescale))
         maps = layer_maps.upsampled(rescaled_channel_sum(input_term.abs(), self.rescale))
         return (maps, delta / self.num_samples) if return_convergence_delta else maps

@@ -1,6 +1,7 @@
 """A gallery of saliency maps (`task=explain`): N test images x the selected methods, maps overlaid on the
-images, drawn with Captum's visualisation. The base model comes from (or goes into) the stage cache, so
-a gallery after a ROAR run reuses its model."""
+images, drawn with Captum's visualisation; with `explain.logit_shares`, beside it the share of each image's
+logit that the input term and each layer's full-gradient terms carry. The base model comes from (or goes
+into) the stage cache, so a gallery after a ROAR run reuses its model."""
 
 from __future__ import annotations
 
@@ -29,6 +30,8 @@ log = logging.getLogger(__name__)
 
 CELL_INCHES, DPI = 1.6, 100
 GALLERY = "gallery.png"
+LOGIT_SHARES = "logit_shares.png"
+BAR_INCHES = 0.12
 
 
 def check_options(options: DictConfig, test_images: int) -> None:
@@ -88,9 +91,29 @@ def plot_gallery(
     plt.close(fig)
 
 
+def plot_logit_shares(terms: saliency.FullGradientTerms, targets: torch.Tensor, path: Path) -> None:
+    """One bar chart per image: the share of the target logit f carried by the input term (grad_x f * x)
+    and by each layer's terms (its calls summed), layers in forward order; the bars of an image sum to 1.
+    Shares can be negative or above 1: terms of both signs add up to f."""
+    names, shares = terms.shares()
+    rows = len(shares)
+    fig, axes = plt.subplots(rows, 1, figsize=(max(6.0, len(names) * BAR_INCHES), 2.2 * rows), dpi=DPI,
+                             squeeze=False, sharex=True)  # fmt: skip
+    for i, (axis, row) in enumerate(zip(axes[:, 0], shares.cpu().numpy())):
+        axis.bar(range(len(names)), row, color=["tab:orange"] + ["tab:blue"] * (len(names) - 1))
+        axis.axhline(0, color="black", linewidth=0.5)
+        axis.set_ylabel("share of f", fontsize=8)
+        axis.set_title(f"image {i}: f = {terms.output[i].item():.3g} (class {targets[i].item()})", fontsize=9)
+    axes[-1, 0].set_xticks(range(len(names)), names, rotation=90, fontsize=6)
+    fig.tight_layout(pad=0.3)
+    fig.savefig(path)
+    plt.close(fig)
+
+
 def run(cfg: DictConfig) -> Path:
     """The gallery PNG (`gallery.png`) of the first `explain.num_images` test images x the selected
-    methods, written into the run directory (and to the logger where it takes images)."""
+    methods, and with `explain.logit_shares` the logit shares (`logit_shares.png`), written into the run
+    directory (and to the logger where it takes images)."""
     datamodule = load_data(cfg)
     check_options(cfg.explain, test_images=len(datamodule.splits["test"]))
     run_dir = Path(cfg.paths.output_dir)
@@ -105,11 +128,18 @@ def run(cfg: DictConfig) -> Path:
     images, labels, predicted, maps = explain_images(cfg, net, datamodule, device)
     path = run_dir / GALLERY
     plot_gallery(images, labels, predicted, maps, path)
+    figures = {"saliency_gallery": path}
+    if cfg.explain.logit_shares:
+        targets = labels if cfg.explain.target == "label" else predicted
+        terms = saliency.full_gradient_terms(net, datamodule.normalize(images.to(device)), targets.to(device))
+        figures["logit_shares"] = run_dir / LOGIT_SHARES
+        plot_logit_shares(terms, targets, figures["logit_shares"])
     if cfg.get("logger"):
         logger = instantiate(cfg.logger)
         logger.log_hyperparams(flat_config(cfg))
         if hasattr(logger, "log_image"):  # W&B: the key roar-report logs galleries under
-            logger.log_image("saliency_gallery", [str(path)])
+            for key, figure in figures.items():
+                logger.log_image(key, [str(figure)])
         report.close_logger(logger)
-    print(f"\ngallery: {path}")
+    print("\n" + "\n".join(f"{figure.stem.replace('_', ' ')}: {figure}" for figure in figures.values()))
     return run_dir
