@@ -85,14 +85,22 @@ class StageCache:
             log.warning("cache: %s/%s cannot be loaded (%s); recomputing", stage, key, error)
             return None
 
-    def get_or_compute(self, stage: str, spec: dict[str, Any], compute: Callable[[Path], dict]) -> dict:
+    def get_or_compute(
+        self, stage: str, spec: dict[str, Any], compute: Callable[[Path], dict], about: dict | None = None
+    ) -> dict:
         """The artifact of `stage` for `spec`; `compute(workdir)` runs only if no valid one exists.
 
         `workdir` is the computation's scratch directory. It persists until the artifact is stored, so a
         computation killed mid-way finds there what it had written when it is run again.
+
+        The stage is recorded in `events` (stages.csv) with `about` (what a person reads the stage by:
+        method, fraction, seed, fill), its key, whether it was computed, resumed or reused, and the seconds
+        it took, waiting for another job included.
         """
+        started = time.monotonic()
         key = spec_key(spec)
         directory = self.directory(stage, key)
+        status = "reused"
         artifact = self.load(stage, key)
         if artifact is None:
             directory.mkdir(parents=True, exist_ok=True)
@@ -100,16 +108,16 @@ class StageCache:
                 artifact = self.load(stage, key)  # another job may have finished it while we waited
                 if artifact is None:
                     workdir = directory / WORKDIR
-                    resumed = workdir.is_dir() and any(workdir.iterdir())
-                    if resumed:
+                    status = "resumed" if workdir.is_dir() and any(workdir.iterdir()) else "computed"
+                    if status == "resumed":
                         log.info("cache: %s/%s resumes from the work a stopped job left", stage, key)
                     artifact = self._compute(stage, spec, directory, compute)
-                    self.events.append(
-                        {"stage": stage, "key": key, "status": "resumed" if resumed else "computed"}
-                    )
-                    return artifact
-        log.info("cache: reusing %s/%s", stage, key)
-        self.events.append({"stage": stage, "key": key, "status": "reused"})
+        if status == "reused":  # the stage's own line (roar.console.GridProgress) says so, with its name
+            log.debug("cache: reusing %s/%s", stage, key)
+        seconds = round(time.monotonic() - started, 2)
+        self.events.append(
+            {"stage": stage, **(about or {}), "key": key, "status": status, "seconds": seconds}
+        )
         return artifact
 
     @contextmanager

@@ -112,9 +112,8 @@ def _check_evaluation(cfg: DictConfig, methods: list[str]) -> None:
     for key, choices in (("rank_by", RANK_BY), ("mode", MODES), ("fill", FILLS)):
         value = cfg.roar.get(key)
         _check(value in choices, f"roar.{key}: {value!r} is not one of {', '.join(choices)}")
-    _check(
-        isinstance(cfg.roar.get("signed"), bool), f"roar.signed: {cfg.roar.get('signed')!r} is not true/false"
-    )
+    for key in ("signed", "proceed_at_chance"):
+        _check(isinstance(cfg.roar.get(key), bool), f"roar.{key}: {cfg.roar.get(key)!r} is not true/false")
     # Fraction 0 of ROAR is the unmodified data, always part of the grid: a grid needs one more.
     _check(
         cfg.roar.mode != "roar" or any(f > 0 for f in cfg.roar.fractions),

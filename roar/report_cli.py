@@ -17,6 +17,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from roar import report
 from roar.config import ConfigError
+from roar.console import silence_known_warnings
 from roar.tasks.roar import outputs as roar_outputs
 
 # Jobs of one report may differ in the grid's axes (results.csv's method, fraction and seed columns) and in
@@ -113,6 +114,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("dirs", nargs="+", type=Path, metavar="DIR", help="sweep or run directories")
     parser.add_argument("--out", type=Path, help="where to write the report (default: the first DIR)")
     args = parser.parse_args(argv)
+    silence_known_warnings()
     out_dir = args.out or args.dirs[0]
     try:
         dirs = run_dirs(args.dirs)

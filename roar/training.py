@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import logging
 import pickle
-import warnings
 from pathlib import Path
 
 import pytorch_lightning as pl
@@ -15,12 +14,11 @@ from pytorch_lightning.callbacks import Callback, ModelCheckpoint, TQDMProgressB
 from pytorch_lightning.callbacks.progress.tqdm_progress import Tqdm
 from pytorch_lightning.loggers import CSVLogger
 
+from roar.console import interactive
 from roar.data import TensorDataModule
 from roar.models import ImageClassifier
 
 log = logging.getLogger(__name__)
-# Lightning's INFO lines (accelerator summary, checkpoint restores) repeat for every one of the many fits.
-logging.getLogger("pytorch_lightning").setLevel(logging.WARNING)
 
 
 class StageProgressBar(TQDMProgressBar):
@@ -105,21 +103,23 @@ def train_classifier(
     last = resumable_checkpoint(workdir / "checkpoints" / "last.ckpt")
     if last is not None:
         log.info("%s: resuming from %s", label, last)
+    # Bars only where they redraw in place; elsewhere (a SLURM log file) the grid's progress line
+    # (roar.console.GridProgress) is the training's one line.
+    bar = [StageProgressBar(label)] if interactive() else []
     trainer: pl.Trainer = instantiate(
         trainer_cfg,
-        callbacks=[best, RngStateInCheckpoint(), StageProgressBar(label)],
+        callbacks=[best, RngStateInCheckpoint(), *bar],
         logger=CSVLogger(workdir, name="", version=""),
         default_root_dir=workdir,
         enable_model_summary=False,
+        enable_progress_bar=bool(bar),
     )
-    with warnings.catch_warnings():
-        warnings.filterwarnings("ignore", ".*does not have many workers.*")
-        # A fit resumed from last.ckpt reuses its directories, on purpose.
-        warnings.filterwarnings("ignore", ".*exists and is not empty.*")
-        trainer.fit(classifier, datamodule=datamodule, ckpt_path=last, weights_only=True)
-        (tested,) = trainer.test(
-            classifier, datamodule=datamodule, ckpt_path="best", verbose=False, weights_only=True
-        )
+    # Library warnings known to be harmless are silenced once per process (roar.console); no per-fit
+    # warning filters here, as changing the filters makes Python repeat every warning on the next fit.
+    trainer.fit(classifier, datamodule=datamodule, ckpt_path=last, weights_only=True)
+    (tested,) = trainer.test(
+        classifier, datamodule=datamodule, ckpt_path="best", verbose=False, weights_only=True
+    )
     # Read back from the kept checkpoint rather than from this process's objects: under DDP (spawn) training
     # runs in worker processes, and only the checkpoint's path comes back.
     kept = torch.load(best.best_model_path, map_location="cpu", weights_only=True)

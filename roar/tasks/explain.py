@@ -19,9 +19,10 @@ from omegaconf import DictConfig  # noqa: E402
 from roar import report, saliency  # noqa: E402
 from roar.cache import StageCache  # noqa: E402
 from roar.config import ConfigError, method_names  # noqa: E402
+from roar.console import GridProgress  # noqa: E402
 from roar.data import TensorDataModule  # noqa: E402
-from roar.pipeline import train_stage  # noqa: E402
 from roar.sweep import flat_config  # noqa: E402
+from roar.tasks.common import base_model  # noqa: E402
 from roar.training import device_of, load_classifier  # noqa: E402
 
 log = logging.getLogger(__name__)
@@ -94,8 +95,7 @@ def run(cfg: DictConfig) -> Path:
     run_dir = Path(cfg.paths.output_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
     cache = StageCache(Path(cfg.paths.cache_dir))
-    base = train_stage(cfg, cache, datamodule, cfg.seed)
-    log.info("base model: val acc %.3f, test acc %.3f", base["val_acc"], base["test_acc"])
+    base = base_model(cfg, cache, datamodule, GridProgress(1))
     device = device_of(cfg.trainer)
     net = load_classifier(cfg.model, base).net.to(device)
 
