@@ -59,7 +59,7 @@ def grid(cfg: DictConfig, cache: StageCache) -> list[dict]:
                     removed_datamodule, datamodule, maps, fraction, seed, cfg.roar.mode, cfg.roar.fill
                 )
                 data = removal_spec(cfg, method, fraction)
-                trained = train_stage(cfg, cache, modified, seed, data, progress)
+                trained = train_stage(cfg, cache, modified, seed, data, progress=progress)
                 rows.append(_row(method, fraction, seed, trained))
     return rows
 
