@@ -32,7 +32,10 @@ def silence_known_warnings() -> None:
     (Python's default), which holds as long as nothing resets the warning filters per training."""
     for pattern, category in KNOWN_HARMLESS:
         warnings.filterwarnings("ignore", pattern, category)
-    # Lightning's INFO lines (accelerator summary, checkpoint restores) repeat for every one of the many fits.
+    # Lightning's INFO lines (accelerator summary, checkpoint restores, tips) repeat for every one of the
+    # many fits. Importing it first: its import sets its logger to INFO, which would undo a level set before.
+    import pytorch_lightning  # noqa: F401
+
     logging.getLogger("pytorch_lightning").setLevel(logging.WARNING)
     logging.getLogger("lightning_fabric").setLevel(logging.WARNING)
 

@@ -12,14 +12,14 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import torch  # noqa: E402
-from pytorch_lightning import loggers  # noqa: E402
+from pytorch_lightning.loggers import WandbLogger  # noqa: E402
 
 from roar.summary import ranking_markdown, seed_counts, seeds_note, summarize, write_ranking  # noqa: E402
 
 COLUMNS = ("method", "fraction", "seed", "test_acc", "val_acc")
 
 
-class WandbLogger(loggers.WandbLogger):
+class RoarWandbLogger(WandbLogger):
     """Lightning's W&B logger (conf/logger/wandb.yaml), less the `anonymous=None` it always hands to
     `wandb.init`: wandb 0.19+ answers any value of that retired setting with a warning on every run."""
 

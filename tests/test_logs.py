@@ -49,6 +49,7 @@ def test_the_demo_grid_logged_to_a_file_is_small_has_no_repeated_warning_and_sho
     for pattern, _ in KNOWN_HARMLESS:
         assert not any(re.match(pattern, line) for line in lines), pattern
     assert "anonymous setting" not in text
+    assert "GPU available" not in text  # Lightning's per-fit INFO lines
 
     # One progress line per training: 6 methods x 5 fractions + the unmodified model, with the time left.
     progress = [line for line in lines if "[roar.progress]" in line]

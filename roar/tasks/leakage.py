@@ -49,7 +49,7 @@ def grid(cfg: DictConfig, cache: StageCache) -> tuple[list[dict], float]:
     methods = method_names(cfg)
     progress = GridProgress(1 + len(methods) * len(fractions) * len(cfg.seeds))
     log.info(
-        "leakage grid: %d methods x %d fractions x %d seeds + the base model = %d trainings",
+        "leakage grid: %d methods x %d fractions x %d seed(s) + the base model = %d trainings",
         len(methods), len(fractions), len(cfg.seeds), progress.total,
     )  # fmt: skip
     datamodule: TensorDataModule = instantiate(cfg.dataset.datamodule)

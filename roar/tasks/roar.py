@@ -39,7 +39,7 @@ def grid(cfg: DictConfig, cache: StageCache) -> list[dict]:
     cells = len(methods) * len(fractions) * len(cfg.seeds)
     progress = GridProgress(1 + len(unmodified_seeds) + cells)
     log.info(
-        "%s grid: %d methods x %d fractions x %d seeds + %d unmodified = %d trainings",
+        "%s grid: %d methods x %d fractions x %d seed(s) + %d unmodified = %d trainings",
         cfg.roar.mode.upper(), len(methods), len(fractions), len(cfg.seeds), 1 + len(unmodified_seeds),
         progress.total,
     )  # fmt: skip
