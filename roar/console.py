@@ -46,7 +46,8 @@ def interactive() -> bool:
     return sys.stderr.isatty()
 
 
-def _duration(seconds: float) -> str:
+def duration(seconds: float) -> str:
+    """A time span as a person reads it in a log line: 4.2 s, 35 s, 12 min, 2.5 h."""
     if seconds < 10:
         return f"{seconds:.1f} s"
     if seconds < 90:
@@ -54,6 +55,12 @@ def _duration(seconds: float) -> str:
     if seconds < 90 * 60:
         return f"{seconds / 60:.0f} min"
     return f"{seconds / 3600:.1f} h"
+
+
+def outcome(event: dict) -> str:
+    """A stage's stages.csv record in words: `reused` (from the cache), or `computed in 4.2 s`."""
+    status = event["status"]
+    return status if status == "reused" else f"{status} in {duration(event['seconds'])}"
 
 
 class GridProgress:
@@ -81,11 +88,10 @@ class GridProgress:
         if remaining == 0:
             left = "grid done"
         elif self.computed:
-            left = f"ETA {_duration(remaining * self.computed_seconds / self.computed)}"
+            left = f"ETA {duration(remaining * self.computed_seconds / self.computed)}"
         else:
             left = "ETA unknown (all cells so far came from the cache)"
-        how = status if status == "reused" else f"{status} in {_duration(event['seconds'])}"
         log.info(
             "cell %d/%d %s: %s, val acc %.3f, test acc %.3f | %s",
-            self.done, self.total, name, how, trained["val_acc"], trained["test_acc"], left,
+            self.done, self.total, name, outcome(event), trained["val_acc"], trained["test_acc"], left,
         )  # fmt: skip

@@ -16,7 +16,7 @@ from tqdm.auto import tqdm
 
 from roar import saliency
 from roar.cache import StageCache, spec_key
-from roar.console import GridProgress
+from roar.console import GridProgress, outcome
 from roar.data import TensorDataModule
 from roar.data.datamodule import SPLITS, unit_range
 from roar.removal import fill_value, ranking_reduction, removal_mask, remove
@@ -138,9 +138,7 @@ def saliency_stage(cfg: DictConfig, cache: StageCache, method: str, base: dict, 
 
     about = {"name": f"{method} saliency maps", "method": method, "seed": cfg.seed}
     maps = cache.get_or_compute("saliency", saliency_spec(cfg, method), compute, about)
-    event = cache.events[-1]
-    how = event["status"] if event["status"] == "reused" else f"{event['status']} in {event['seconds']:.1f} s"
-    log.info("%s: %s", about["name"], how)
+    log.info("%s: %s", about["name"], outcome(cache.events[-1]))
     return maps
 
 

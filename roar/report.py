@@ -25,7 +25,7 @@ class RoarWandbLogger(WandbLogger):
 
     def __init__(self, **kwargs):
         super().__init__(**kwargs)
-        self._wandb_init.pop("anonymous")
+        self._wandb_init.pop("anonymous", None)  # None: a Lightning that no longer sets it
 
 
 @dataclass(frozen=True)

@@ -2,16 +2,18 @@
 reason it stopped."""
 
 import csv
+import logging
 import os
 import re
 import subprocess
 import sys
+import time
 from collections import Counter
 from pathlib import Path
 
 import pytest
 
-from roar.console import KNOWN_HARMLESS
+from roar.console import KNOWN_HARMLESS, GridProgress
 from tests.conftest import run_command
 
 ROAR = Path(sys.executable).parent / "roar"
@@ -107,3 +109,21 @@ def test_a_run_that_crashes_leaves_the_traceback_in_its_directory(tmp_path):
     assert done.returncode != 0
     failed = (tmp_path / "run" / "failed.txt").read_text()
     assert failed.startswith("Traceback") and "Invalid weight_decay value: -1" in failed
+
+
+def test_the_time_left_counts_only_the_cells_that_were_computed(caplog):
+    progress = GridProgress(4)
+    accuracies = {"val_acc": 0.9, "test_acc": 0.8}
+    with caplog.at_level(logging.INFO, logger="roar.progress"):
+        progress.cell("a", {"status": "reused", "seconds": 0.0}, accuracies)
+        time.sleep(0.5)  # a computed cell: 0.5 s since the last one
+        progress.cell("b", {"status": "computed", "seconds": 0.5}, accuracies)
+        progress.cell("c", {"status": "reused", "seconds": 0.0}, accuracies)
+        progress.cell("d", {"status": "resumed", "seconds": 0.0}, accuracies)
+    first, second, third, last = caplog.messages
+    assert first.startswith("cell 1/4 a: reused, val acc 0.900, test acc 0.800 | ETA unknown")
+    # Two cells left at the mean time of the one computed cell; the reused one did not lower it.
+    assert re.fullmatch(r"cell 2/4 b: computed in 0\.5 s, .* \| ETA (\d\.\d) s", second)
+    assert 1.0 <= float(re.search(r"ETA (\d\.\d) s", second)[1]) < 1.5
+    assert 0.5 <= float(re.search(r"ETA (\d\.\d) s", third)[1]) < 0.75
+    assert last.endswith("| grid done")
