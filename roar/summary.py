@@ -104,7 +104,7 @@ def ranking_markdown(records: list[dict], value: str, lower_is_better: bool, bas
         "## Ranking by area under the curve",
         "",
         f"AUC = area under the {value}-vs-fraction curve divided by the fraction range; {better} is better. "
-        f"rank 1 = best. AUC {seeds_note({r['method']: r['seeds'] for r in records})}.",
+        f"rank 1 = best; {seeds_note({r['method']: r['seeds'] for r in records})}.",
     ]
     if f"auc_minus_{baseline}" not in columns:
         lines.append(
