@@ -5,15 +5,18 @@ from __future__ import annotations
 import errno
 import os
 import sys
+import traceback
 from pathlib import Path
 
 import hydra
+from hydra.core.hydra_config import HydraConfig
 from hydra.errors import ConfigCompositionException, InstantiationException, OverrideParseException
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
 from roar import CONFIG_DIR
 from roar.config import ConfigError, check_group_choices, check_writable, validate
+from roar.console import silence_known_warnings
 from roar.data.vision import image_folder
 from roar.interrupt import Interrupted, interrupts_raise
 from roar.sweep import register_resolvers
@@ -28,6 +31,7 @@ JOB_NAME = "app"
 def experiment(cfg: DictConfig) -> Path:
     """Validate the configuration, set the thread count (roar/threads.py), then run its task (`task=roar` by
     default); returns the run directory."""
+    silence_known_warnings()
     validate(cfg)
     apply_thread_policy()
     check_writable(cfg)
@@ -59,16 +63,33 @@ def _stopped(cfg: DictConfig, interrupt: Interrupted) -> None:
     sys.exit(130)
 
 
+# Written into a run directory whose job failed: the error line, or the traceback of an unexpected error.
+FAILED = "failed.txt"
+
+
+def _record_failure(failed: Path, text: str) -> None:
+    """Leave the reason in the run directory, where the directory can take it (it may be the problem)."""
+    try:
+        failed.write_text(text)
+    except OSError:
+        pass
+
+
 @hydra.main(version_base="1.3", config_path=str(CONFIG_DIR), config_name="config")
 def _hydra_main(cfg: DictConfig) -> None:
+    failed = Path(HydraConfig.get().runtime.output_dir) / FAILED
+    failed.unlink(missing_ok=True)  # left by an earlier, failed run into the same directory
     try:
         with interrupts_raise():
             run_dir = experiment(cfg)
     except ConfigError as error:
+        _record_failure(failed, f"roar: error: {error}\n")
         _fail(error)
     except Interrupted as interrupt:
+        _record_failure(failed, traceback.format_exc())
         _stopped(cfg, interrupt)
     except Exception as error:  # here, not in main(), so that Hydra adds no line of its own
+        _record_failure(failed, traceback.format_exc())
         _fail_on_filesystem_error(error)
         raise
     print(f"\nrun directory: {run_dir}")

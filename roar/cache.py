@@ -119,14 +119,22 @@ class StageCache:
         """Whether `stage` has an artifact for `spec` (its manifest is written last, so it is complete)."""
         return (self.directory(stage, spec_key(spec)) / MANIFEST).is_file()
 
-    def get_or_compute(self, stage: str, spec: dict[str, Any], compute: Callable[[Work], dict]) -> dict:
+    def get_or_compute(
+        self, stage: str, spec: dict[str, Any], compute: Callable[[Work], dict], about: dict | None = None
+    ) -> dict:
         """The artifact of `stage` for `spec`; `compute(work)` runs only if no valid one exists.
 
         `work.dir` is the computation's scratch directory. It persists until the artifact is stored, so a
         computation killed mid-way finds there what it had written when it is run again.
+
+        The stage is recorded in `events` (stages.csv) with `about` (what a person reads the stage by:
+        method, fraction, seed, fill), its key, whether it was computed, resumed (the computation says so:
+        `work.resumed`) or reused, and the seconds it took, waiting for another job included.
         """
+        started = time.monotonic()
         key = spec_key(spec)
         directory = self.directory(stage, key)
+        status = "reused"
         # Without the lock, another job may be rewriting this artifact: a problem seen now is not reported
         # (the check under the lock, which decides, does that once).
         artifact, _ = self._read(stage, key)
@@ -137,12 +145,13 @@ class StageCache:
                 if artifact is None:
                     work = Work(directory / WORKDIR)
                     artifact = self._compute(stage, spec, directory, work, compute)
-                    self.events.append(
-                        {"stage": stage, "key": key, "status": "resumed" if work.resumed else "computed"}
-                    )
-                    return artifact
-        log.info("cache: reusing %s/%s", stage, key)
-        self.events.append({"stage": stage, "key": key, "status": "reused"})
+                    status = "resumed" if work.resumed else "computed"
+        if status == "reused":  # the stage's own line (roar.console.GridProgress) says so, with its name
+            log.debug("cache: reusing %s/%s", stage, key)
+        seconds = round(time.monotonic() - started, 2)
+        self.events.append(
+            {"stage": stage, **(about or {}), "key": key, "status": status, "seconds": seconds}
+        )
         return artifact
 
     @contextmanager

@@ -18,6 +18,7 @@ from tqdm.auto import tqdm
 from roar import saliency
 from roar.cache import StageCache, Work, spec_key
 from roar.config import method_names
+from roar.console import GridProgress, outcome
 from roar.data import TensorDataModule
 from roar.data.datamodule import SPLITS, unit_range
 from roar.errors import ConfigError
@@ -98,30 +99,52 @@ def training_spec(cfg: DictConfig, seed: int, data: dict | None) -> dict:
     }
 
 
+def training_about(seed: int, data: dict | None) -> dict:
+    """How stages.csv and the progress lines name a training: a readable name, then its method, fraction,
+    seed and fill (blank where they do not apply: the unmodified data has no method)."""
+    if data is None:
+        return {"name": f"unmodified, seed {seed}", "seed": seed}
+    kept = "kept" if data["mode"] == "kar" else "removed"
+    what = f"{data['method']} {100 * data['fraction']:.3g}% {kept}"
+    if "input" in data:  # the leakage task trains on the removal masks alone, not on filled images
+        what += f" ({data['input']} only)"
+    about = {
+        "method": data["method"],
+        "fraction": data["fraction"],
+        "seed": seed,
+        "fill": data.get("fill", ""),
+    }
+    return {"name": f"{what}, seed {seed}", **about}
+
+
 def train_stage(
     cfg: DictConfig,
     cache: StageCache,
     datamodule: TensorDataModule | Callable[[], TensorDataModule],
     seed: int,
     data=None,
+    progress: GridProgress | None = None,
 ) -> dict:
     """The trained model's record (cached). `datamodule` may be a function that builds it: it is then
-    built only if the stage is computed, so a cache hit skips work such as ROAD's imputation."""
-    spec = training_spec(cfg, seed, data)
-    label = "unmodified" if data is None else f"{data['method']} {100 * data['fraction']:.0f}% removed"
-    label = f"{label}, seed {seed}"
-    return cache.get_or_compute(
+    built only if the stage is computed, so a cache hit skips work such as ROAD's imputation. `progress`
+    counts it as a cell of the grid and logs its line."""
+    about = training_about(seed, data)
+    trained = cache.get_or_compute(
         "train",
-        spec,
+        training_spec(cfg, seed, data),
         lambda work: train_classifier(
             cfg.model,
             cfg.trainer,
             datamodule if isinstance(datamodule, TensorDataModule) else datamodule(),
             seed,
             work,
-            label,
+            about["name"],
         ),
+        about,
     )
+    if progress is not None:
+        progress.cell(about["name"], cache.events[-1], trained)
+    return trained
 
 
 def saliency_spec(cfg: DictConfig, method: str) -> dict:
@@ -158,7 +181,8 @@ def compute_maps(
     each image; the dataset's ground truth, where it has one, goes along for the oracle."""
     maps = {}
     total = sum(len(datamodule.splits[s]) for s in SPLITS)
-    with tqdm(total=total, desc=desc, unit="img") as progress:
+    # Drawn on a terminal only (disable=None): a log file gets the stage's one line instead.
+    with tqdm(total=total, desc=desc, unit="img", disable=None) as progress:
         for split in SPLITS:
             images, labels = datamodule.splits[split].images, datamodule.splits[split].labels
             truth = datamodule.ground_truth[split] if datamodule.ground_truth else None
@@ -179,7 +203,10 @@ def saliency_stage(cfg: DictConfig, cache: StageCache, method: str, base: dict, 
         explainer = saliency.create(cfg.method[method], net, reduce=method_reduction(cfg, method))
         return compute_maps(explainer, datamodule, cfg.roar.saliency_batch_size, desc=f"saliency: {method}")
 
-    return cache.get_or_compute("saliency", saliency_spec(cfg, method), compute)
+    about = {"name": f"{method} saliency maps", "method": method, "seed": cfg.seed}
+    maps = cache.get_or_compute("saliency", saliency_spec(cfg, method), compute, about)
+    log.info("%s: %s", about["name"], outcome(cache.events[-1]))
+    return maps
 
 
 # Images per method in the check before any saliency stage: enough for a batch, cheap for any method.

@@ -15,9 +15,18 @@ import torch  # noqa: E402
 from pytorch_lightning.loggers import WandbLogger  # noqa: E402
 
 from roar.files import atomic_write  # noqa: E402
-from roar.summary import ranking_markdown, summarize, write_ranking  # noqa: E402
+from roar.summary import ranking_markdown, seed_counts, seeds_note, summarize, write_ranking  # noqa: E402
 
 COLUMNS = ("method", "fraction", "seed", "test_acc", "val_acc")
+
+
+class RoarWandbLogger(WandbLogger):
+    """Lightning's W&B logger (conf/logger/wandb.yaml), less the `anonymous=None` it always hands to
+    `wandb.init`: wandb 0.19+ answers any value of that retired setting with a warning on every run."""
+
+    def __init__(self, **kwargs):
+        super().__init__(**kwargs)
+        self._wandb_init.pop("anonymous", None)  # None: a Lightning that no longer sets it
 
 
 @dataclass(frozen=True)
@@ -90,18 +99,22 @@ def curve_figure(
 ) -> plt.Figure:
     """One line per method with a mean ± std band over seeds. The `baseline` method is drawn behind the
     others as a grey band (at least a line's width wide, even for one seed), so that a reader sees at once
-    which methods leave it; `chance`, if given, is a dashed line."""
+    which methods leave it; `chance`, if given, is a dashed line. The title's second line says over how
+    many seeds (n=1 as such); where methods have different numbers, each legend entry has its own."""
     fig, ax = plt.subplots(figsize=(6, 4.2), dpi=120)
+    counts = seed_counts(rows)
+    mixed = len(set(counts.values())) > 1
     for method, points in sorted(curves(rows, value).items()):
+        label = f"{method} (n={counts[method]})" if mixed else method
         fractions = [100 * f for f in points]
         means = [m for m, _, _ in points.values()]
         low = [m - s for m, s, _ in points.values()]
         high = [m + s for m, s, _ in points.values()]
         if method == baseline:
             ax.fill_between(fractions, low, high, color="0.6", alpha=0.45, lw=0, zorder=1)
-            ax.plot(fractions, means, color="0.45", lw=5, alpha=0.5, zorder=1, label=f"{method} (baseline)")
+            ax.plot(fractions, means, color="0.45", lw=5, alpha=0.5, zorder=1, label=f"{label} (baseline)")
             continue
-        (line,) = ax.plot(fractions, means, marker="o", label=method, zorder=3)
+        (line,) = ax.plot(fractions, means, marker="o", label=label, zorder=3)
         if any(n > 1 for _, _, n in points.values()):
             ax.fill_between(fractions, low, high, color=line.get_color(), alpha=0.2, zorder=2)
     if chance is not None:
@@ -113,7 +126,7 @@ def curve_figure(
         ax.minorticks_off()
     ax.set_xlabel(xlabel)
     ax.set_ylabel(ylabel)
-    ax.set_title(title)
+    ax.set_title(f"{title}\n{seeds_note(counts)}", fontsize=9)
     if value.endswith("acc"):
         ax.set_ylim(0, 1.02)
     ax.grid(alpha=0.3)
@@ -205,15 +218,14 @@ def publish(
     table = summary_table(rows, outputs.value)
     ranking = summarize(rows, outputs.lower_is_better, outputs.value, outputs.reference)
     ranked = ranking_markdown(ranking, outputs.value, outputs.lower_is_better)
+    caption = f"{outputs.ylabel[0].upper()}{outputs.ylabel[1:]}, {seeds_note(seed_counts(rows))}."
     with atomic_write(out_dir / "summary.md") as tmp:
-        tmp.write_text(
-            f"# {outputs.title}\n\n{outputs.ylabel[0].upper()}{outputs.ylabel[1:]}.\n\n{table}\n\n{ranked}\n"
-        )
+        tmp.write_text(f"# {outputs.title}\n\n{caption}\n\n{table}\n\n{ranked}\n")
     write_ranking(ranking, out_dir / "summary.csv")
     if logger is not None:
         log_results(logger, rows, out_dir / outputs.curve, list(galleries), outputs)
         close_logger(logger)
-    print("\n" + table + "\n\n" + ranked)
+    print(f"\n{caption}\n\n{table}\n\n{ranked}")
 
 
 def close_logger(logger) -> None:

@@ -29,6 +29,7 @@ from omegaconf import DictConfig, OmegaConf
 from roar import report
 from roar.app import CONFIG_DIR
 from roar.config import ConfigError
+from roar.console import silence_known_warnings
 from roar.tasks.roar import outputs as roar_outputs
 
 # Jobs of one report may differ in the grid's axes (results.csv's method, fraction and seed columns) and in
@@ -199,6 +200,7 @@ def main(argv: list[str] | None = None) -> None:
         help="report a sweep some of whose jobs have no results, marked partial (refused otherwise)",
     )
     args = parser.parse_args(argv)
+    silence_known_warnings()
     out_dir = args.out or args.dirs[0]
     try:
         dirs = run_dirs(args.dirs)

@@ -51,6 +51,7 @@ class Roar(Section):
     fractions: Annotated[list[RemovedFraction], Field(min_length=1)]
     rank_by: Literal[RANK_BY]
     signed: bool
+    proceed_at_chance: bool
     mode: Literal[MODES]
     fill: Literal[FILLS]
     saliency_batch_size: PositiveInt

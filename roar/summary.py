@@ -30,13 +30,32 @@ def _by_seed(rows: list[dict], value: str) -> dict[str, dict[int, dict[float, fl
     return grouped
 
 
-def scores(rows: list[dict], value: str = "test_acc") -> dict[str, tuple[float, float, int]]:
-    """method -> (mean, std, number of seeds) of the area under each seed's curve."""
+def scores(rows: list[dict], value: str = "test_acc") -> dict[str, tuple[float, float | None, int]]:
+    """method -> (mean, std, number of seeds) of the area under each seed's curve; std is None for one
+    seed, which has no spread to measure (0 would claim there is none)."""
     out = {}
     for method, seeds in _by_seed(rows, value).items():
         areas = torch.tensor([area_under_curve(points) for points in seeds.values()], dtype=torch.float64)
-        out[method] = (areas.mean().item(), areas.std().item() if len(areas) > 1 else 0.0, len(areas))
+        out[method] = (areas.mean().item(), areas.std().item() if len(areas) > 1 else None, len(areas))
     return out
+
+
+def seed_counts(rows: list[dict]) -> dict[str, int]:
+    """method -> how many seeds its curve is averaged over."""
+    seeds: dict[str, set] = defaultdict(set)
+    for row in rows:
+        seeds[row["method"]].add(row["seed"])
+    return {method: len(s) for method, s in seeds.items()}
+
+
+def seeds_note(counts: dict[str, int]) -> str:
+    """How many seeds the figures and tables average over, in words: n=1 says so."""
+    n = sorted(set(counts.values()))
+    if n == [1]:
+        return "n=1 seed: one training per cell, so no spread over seeds is shown"
+    if len(n) == 1:
+        return f"mean ± std over n={n[0]} seeds"
+    return f"mean ± std over n={n[0]}–{n[-1]} seeds per method"
 
 
 def _ranks(values: dict[str, float], lower_is_better: bool) -> dict[str, int]:
@@ -71,29 +90,40 @@ def summarize(
     records = []
     for method, (mean, std, seeds) in areas.items():
         record = {"rank": overall[method], "method": method, "auc_mean": mean, "auc_std": std, "seeds": seeds}
-        record[f"auc_minus_{baseline}"] = mean - areas[baseline][0] if baseline in areas else float("nan")
+        if baseline in areas:  # else no column: ranking_markdown says which comparison is missing
+            record[f"auc_minus_{baseline}"] = mean - areas[baseline][0]
         record.update({f"rank_at_{100 * f:.3g}%": per_fraction[f].get(method) for f in fractions})
         records.append(record)
     return sorted(records, key=lambda r: (r["rank"], r["method"]))
 
 
-def ranking_markdown(records: list[dict], value: str, lower_is_better: bool) -> str:
-    """The ranking as a Markdown section that says which direction is better."""
+def ranking_markdown(records: list[dict], value: str, lower_is_better: bool, baseline: str = "random") -> str:
+    """The ranking as a Markdown section that says which direction is better, over how many seeds, and
+    which comparison is missing when `baseline` was not run."""
     better = "lower" if lower_is_better else "higher"
     columns = list(records[0])
     lines = [
         "## Ranking by area under the curve",
         "",
         f"AUC = area under the {value}-vs-fraction curve divided by the fraction range; {better} is better. "
-        "rank 1 = best.",
-        "",
-        "| " + " | ".join(columns) + " |",
-        "|" + "---|" * len(columns),
+        f"rank 1 = best; {seeds_note({r['method']: r['seeds'] for r in records})}.",
     ]
+    if f"auc_minus_{baseline}" not in columns:
+        lines.append(
+            f"No `{baseline}` among the methods: nothing says whether a method beats {baseline} removal "
+            f"(add method={baseline} for the auc_minus_{baseline} column)."
+        )
+    lines += ["", "| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
     for record in records:
-        cells = [f"{v:.4f}" if isinstance(v, float) else str(v) for v in record.values()]
+        cells = [_cell(v) for v in record.values()]
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
+
+
+def _cell(value) -> str:
+    if value is None:  # a std over one seed, or no rank at a fraction the method was not run at
+        return "–"
+    return f"{value:.4f}" if isinstance(value, float) else str(value)
 
 
 def write_ranking(records: list[dict], path: Path) -> None:

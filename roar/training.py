@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-import warnings
 from pathlib import Path
 
 import pytorch_lightning as pl
@@ -16,14 +15,13 @@ from pytorch_lightning.loggers import CSVLogger
 from pytorch_lightning.plugins import TorchCheckpointIO
 
 from roar.cache import Work
+from roar.console import interactive
 from roar.data import TensorDataModule
 from roar.files import UNREADABLE_TORCH_FILE, atomic_write
 from roar.interrupt import Interrupted
 from roar.models import ImageClassifier
 
 log = logging.getLogger(__name__)
-# Lightning's INFO lines (accelerator summary, checkpoint restores) repeat for every one of the many fits.
-logging.getLogger("pytorch_lightning").setLevel(logging.WARNING)
 
 
 class StageProgressBar(TQDMProgressBar):
@@ -135,30 +133,32 @@ def train_classifier(
     work.resumed = last is not None
     if last is not None:
         log.info("%s: resuming from %s", label, last)
+    # Bars only where they redraw in place; elsewhere (a SLURM log file) the grid's progress line
+    # (roar.console.GridProgress) is the training's one line.
+    bar = [StageProgressBar(label)] if interactive() else []
     trainer: pl.Trainer = instantiate(
         trainer_cfg,
-        callbacks=[RngStateInCheckpoint(), StageProgressBar(label), best, latest],
+        callbacks=[RngStateInCheckpoint(), *bar, best, latest],
         plugins=[AtomicCheckpointIO()],
         logger=CSVLogger(work.dir, name="", version=""),
         default_root_dir=work.dir,
         enable_model_summary=False,
+        enable_progress_bar=bool(bar),
     )
-    with warnings.catch_warnings():
-        warnings.filterwarnings("ignore", ".*does not have many workers.*")
-        # A fit resumed from last.ckpt reuses its directories, on purpose.
-        warnings.filterwarnings("ignore", ".*exists and is not empty.*")
-        try:
-            trainer.fit(classifier, datamodule=datamodule, ckpt_path=last, weights_only=True)
-            (tested,) = trainer.test(
-                classifier,
-                datamodule=datamodule,
-                ckpt_path=best.best_model_path,
-                verbose=False,
-                weights_only=True,
-            )
-        except Interrupted as interrupt:
-            interrupt.kept.append(_kept(label, checkpoints / "last.ckpt", trainer.max_epochs))
-            raise
+    # Library warnings known to be harmless are silenced once per process (roar.console); no per-fit
+    # warning filters here, as changing the filters makes Python repeat every warning on the next fit.
+    try:
+        trainer.fit(classifier, datamodule=datamodule, ckpt_path=last, weights_only=True)
+        (tested,) = trainer.test(
+            classifier,
+            datamodule=datamodule,
+            ckpt_path=best.best_model_path,
+            verbose=False,
+            weights_only=True,
+        )
+    except Interrupted as interrupt:
+        interrupt.kept.append(_kept(label, checkpoints / "last.ckpt", trainer.max_epochs))
+        raise
     # Read back from the kept checkpoint rather than from this process's objects: under DDP (spawn) training
     # runs in worker processes, and only the checkpoint's path comes back.
     kept = torch.load(best.best_model_path, map_location="cpu", weights_only=True)

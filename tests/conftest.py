@@ -17,6 +17,7 @@ from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, open_dict
 
 from roar.app import CONFIG_DIR
+from roar.console import silence_known_warnings
 
 REPO = Path(__file__).resolve().parent.parent
 # A small, fast grid used by the end-to-end tests.
@@ -49,6 +50,12 @@ def run_command(command: str, *args: str, cwd: Path) -> subprocess.CompletedProc
 def succeeded(done: subprocess.CompletedProcess) -> subprocess.CompletedProcess:
     assert done.returncode == 0, done.stderr[-3000:]
     return done
+
+
+@pytest.fixture(autouse=True)
+def _known_warnings_silenced():
+    """As a run has them (roar.console): pytest restores its own warning filters around every test."""
+    silence_known_warnings()
 
 
 @pytest.fixture

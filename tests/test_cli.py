@@ -68,3 +68,19 @@ def test_the_schema_accepts_every_option_in_conf(tmp_path, override):
     # imagefolder leaves its root and class count to the command line.
     given = ["dataset.root=/data", "dataset.num_classes=5"] if override == "dataset=imagefolder" else []
     assert schema_error(_values(compose_config(tmp_path, override, *given))) is None
+
+
+def test_help_says_what_roar_is_its_commands_first_overrides_and_docs_then_the_groups(run_roar, tmp_path):
+    done = run_roar("--help")
+    assert done.returncode == 0, done.stderr
+    text = done.stdout
+    assert text.startswith("roar: remove and retrain (ROAR) for saliency methods")
+    assert "powered by Hydra" not in text
+    for command in ("roar [KEY=VALUE ...]", "roar-report DIR"):
+        assert command in text
+    for override in ("experiment=digits", "method=paper", "roar.fractions=", "seeds=[0,1,2]", "trainer=gpu"):
+        assert override in text
+    # The groups, as Hydra lists them, after the hand-written part; then where the documentation is.
+    assert text.index("== Overrides used first ==") < text.index("method: all, fullgrad,")
+    assert "docs/configuration.md" in text.split("method: all, fullgrad,")[1]
+    assert not (tmp_path / "outputs").exists()  # help runs nothing

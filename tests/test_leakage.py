@@ -9,7 +9,8 @@ from roar.app import experiment
 from roar.cache import Work
 from roar.data import DigitsDataModule
 from roar.data.datamodule import SPLITS
-from roar.tasks.leakage import majority_share, mask_datamodule
+from roar.tasks.common import majority_share
+from roar.tasks.leakage import mask_datamodule
 from roar.training import train_classifier
 from tests.conftest import compose_config
 

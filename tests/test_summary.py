@@ -68,7 +68,36 @@ def test_random_is_a_grey_band_behind_the_methods_and_each_method_has_a_std_band
     bands = [c for c in ax.collections if isinstance(c, PolyCollection)]
     grey = [b for b in bands if b.get_facecolor()[0][:3].tolist() == pytest.approx(to_rgba("0.6")[:3])]
     assert len(grey) == 1 and len(bands) == 2  # random's (one seed, still drawn) and fullgrad's ± std
-    method_line = next(line for line in ax.lines if line.get_label() == "fullgrad")
+    method_line = next(line for line in ax.lines if line.get_label().startswith("fullgrad"))
     assert all(b.get_zorder() < method_line.get_zorder() for b in grey)
     random_line = next(line for line in ax.lines if line.get_label().startswith("random"))
     assert random_line.get_zorder() < method_line.get_zorder() and random_line.get_linewidth() >= 4
+
+
+def test_one_seed_is_shown_as_n1_and_without_random_the_summary_says_what_is_missing(tmp_path, capsys):
+    rows = _rows({"fullgrad": [[0.9, 0.4, 0.2]], "gradcam": [[0.9, 0.6, 0.3]]})
+    publish(rows, tmp_path, outputs=Outputs(title="ROAR on test data"))
+    printed = capsys.readouterr().out
+    summary = (tmp_path / "summary.md").read_text()
+    for text in (printed, summary):
+        assert "nan" not in text.lower()
+        assert "n=1 seed" in text
+        assert "No `random` among the methods" in text and "method=random" in text
+    with open(tmp_path / "summary.csv") as f:
+        table = list(csv.DictReader(f))
+    assert "auc_minus_random" not in table[0]
+    assert {r["auc_std"] for r in table} == {""}  # one seed has no spread: blank, neither 0 nor nan
+    assert "n=1 seed" in curve_figure(rows, "t").axes[0].get_title()
+
+
+def test_the_figure_and_summary_state_the_number_of_seeds_per_method_where_they_differ(tmp_path):
+    three_seeds = [[0.9, 0.4, 0.2], [0.9, 0.5, 0.3], [0.9, 0.5, 0.2]]
+    rows = _rows({"fullgrad": three_seeds, "random": [[0.9, 0.7, 0.4]]})
+    ax = curve_figure(rows, "t").axes[0]
+    assert "n=1–3 seeds" in ax.get_title()
+    labels = [t.get_text() for t in ax.get_legend().get_texts()]
+    assert "fullgrad (n=3)" in labels and "random (n=1) (baseline)" in labels
+    three = _rows({"fullgrad": [[0.9, 0.4, 0.2]] * 3, "random": [[0.9, 0.7, 0.4]] * 3})
+    assert "mean ± std over n=3 seeds" in curve_figure(three, "t").axes[0].get_title()
+    publish(three, tmp_path, outputs=Outputs(title="ROAR"))
+    assert "mean ± std over n=3 seeds" in (tmp_path / "summary.md").read_text()

@@ -9,7 +9,7 @@ import torch
 from hydra.utils import instantiate
 
 from roar.cache import Work
-from roar.training import StageProgressBar, resumable_checkpoint, train_classifier
+from roar.training import RngStateInCheckpoint, StageProgressBar, resumable_checkpoint, train_classifier
 from tests.conftest import compose_config
 
 
@@ -28,7 +28,8 @@ def test_a_fit_crashed_mid_way_resumes_from_last_ckpt_to_the_same_weights(tmp_pa
     uninterrupted = _fit(cfg, tmp_path / "uninterrupted")
 
     workdir = tmp_path / "crashed"
-    start_epoch = StageProgressBar.on_train_epoch_start
+    # Hooked into a callback every fit has (progress bars exist on a terminal only).
+    start_epoch = RngStateInCheckpoint.on_train_epoch_start
 
     def crash_at_epoch_2(self, trainer, *args):
         if trainer.current_epoch == 2:
@@ -36,14 +37,14 @@ def test_a_fit_crashed_mid_way_resumes_from_last_ckpt_to_the_same_weights(tmp_pa
         start_epoch(self, trainer, *args)
 
     with monkeypatch.context() as patch:
-        patch.setattr(StageProgressBar, "on_train_epoch_start", crash_at_epoch_2)
+        patch.setattr(RngStateInCheckpoint, "on_train_epoch_start", crash_at_epoch_2)
         with pytest.raises(Crash):
             _fit(cfg, workdir)
     assert torch.load(workdir / "checkpoints" / "last.ckpt", weights_only=True)["epoch"] == 1
 
     epochs_run = []
     monkeypatch.setattr(
-        StageProgressBar,
+        RngStateInCheckpoint,
         "on_train_epoch_start",
         lambda self, trainer, *a: epochs_run.append(trainer.current_epoch) or start_epoch(self, trainer, *a),
     )

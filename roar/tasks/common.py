@@ -1,19 +1,34 @@
-"""What every task does around its own grid: the run directory, stage cache and logger first, then
-stages.csv and the report (`roar.report.publish`)."""
+"""What every task does around its own grid: the run directory, stage cache and logger first, the base
+model (checked to have learned something), then stages.csv and the report (`roar.report.publish`)."""
 
 from __future__ import annotations
 
 import csv
+import logging
 from dataclasses import dataclass
 from pathlib import Path
 
+import torch
 from hydra.utils import instantiate
 from omegaconf import DictConfig
 
 from roar import report
 from roar.cache import StageCache
+from roar.config import ConfigError
+from roar.console import GridProgress
+from roar.data import TensorDataModule
 from roar.files import atomic_write
+from roar.pipeline import check_methods, train_stage
 from roar.sweep import flat_config
+
+log = logging.getLogger(__name__)
+
+# stages.csv: what each stage is (name, method, fraction, seed, fill; blank where one does not apply), then
+# its cache key, whether it was computed, resumed or reused, and how long it took.
+STAGE_COLUMNS = ("stage", "name", "method", "fraction", "seed", "fill", "status", "seconds", "key")
+# A base model whose test accuracy is below chance + this share of the way from chance to 1 learned
+# (next to) nothing: 0.19 on ten balanced classes.
+NEAR_CHANCE = 0.1
 
 
 @dataclass
@@ -32,10 +47,44 @@ def open_run(cfg: DictConfig) -> Run:
     return Run(run_dir, StageCache(Path(cfg.paths.cache_dir)), logger)
 
 
+def majority_share(labels: torch.Tensor) -> float:
+    """The accuracy of always answering the most frequent class: what no information gets."""
+    return torch.bincount(labels).max().item() / len(labels)
+
+
+def base_model(
+    cfg: DictConfig,
+    cache: StageCache,
+    datamodule: TensorDataModule,
+    progress: GridProgress | None = None,
+    reused_maps: bool = True,
+) -> dict:
+    """The model trained on the unmodified data with `seed` (cached), whose saliency maps every method's
+    cells are built from. One at or near chance accuracy stops the run (a ConfigError: one line), unless
+    `roar.proceed_at_chance`: ranking the pixels a model that learned nothing uses measures nothing. Then
+    every selected method is tried on one batch of it (`check_methods`), but for methods whose maps the
+    cache already holds, when the task will reuse them (`reused_maps`)."""
+    base = train_stage(cfg, cache, datamodule, cfg.seed, progress=progress)
+    log.info("base model: val acc %.3f, test acc %.3f", base["val_acc"], base["test_acc"])
+    chance = majority_share(datamodule.splits["test"].labels)
+    if base["test_acc"] < chance + NEAR_CHANCE * (1 - chance):
+        message = (
+            f"the unmodified model's test accuracy {base['test_acc']:.3f} is at or near chance "
+            f"({chance:.3f}, the most frequent class): it learned nothing for the saliency methods to find; "
+            f"train it longer (trainer.max_epochs={cfg.trainer.max_epochs}) or check the data, or run anyway "
+            "with roar.proceed_at_chance=true"
+        )
+        if not cfg.roar.proceed_at_chance:
+            raise ConfigError(message)
+        log.warning("%s (proceeding: roar.proceed_at_chance=true)", message.split(":")[0])
+    check_methods(cfg, base, datamodule, cache if reused_maps else None)
+    return base
+
+
 def write_outputs(cfg: DictConfig, run: Run, rows: list[dict], out: report.Outputs) -> None:
     """stages.csv, the configuration to the logger, then the report `out` describes."""
     with atomic_write(run.dir / "stages.csv") as tmp, open(tmp, "w", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=["stage", "key", "status"])
+        writer = csv.DictWriter(f, fieldnames=STAGE_COLUMNS)
         writer.writeheader()
         writer.writerows(run.cache.events)
     if run.logger is not None:

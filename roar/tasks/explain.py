@@ -20,10 +20,12 @@ from omegaconf import DictConfig  # noqa: E402
 from roar import report, saliency  # noqa: E402
 from roar.cache import StageCache  # noqa: E402
 from roar.config import ConfigError, method_names  # noqa: E402
+from roar.console import GridProgress  # noqa: E402
 from roar.data import TensorDataModule  # noqa: E402
 from roar.files import atomic_write  # noqa: E402
-from roar.pipeline import check_methods, load_data, train_stage  # noqa: E402
+from roar.pipeline import load_data  # noqa: E402
 from roar.sweep import flat_config  # noqa: E402
+from roar.tasks.common import base_model  # noqa: E402
 from roar.training import device_of, load_classifier  # noqa: E402
 
 log = logging.getLogger(__name__)
@@ -119,9 +121,8 @@ def run(cfg: DictConfig) -> Path:
     run_dir = Path(cfg.paths.output_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
     cache = StageCache(Path(cfg.paths.cache_dir))
-    base = train_stage(cfg, cache, datamodule, cfg.seed)
-    log.info("base model: val acc %.3f, test acc %.3f", base["val_acc"], base["test_acc"])
-    check_methods(cfg, base, datamodule, cache=None)  # the gallery computes every method's maps
+    # The gallery computes every method's maps (none come from the cache): each is tried first.
+    base = base_model(cfg, cache, datamodule, GridProgress(1), reused_maps=False)
     device = device_of(cfg.trainer)
     net = load_classifier(cfg.model, base).net.to(device)
 

@@ -11,6 +11,7 @@ diagnostic does not measure (compare the ROAR curves with roar.fill=road for tha
 
 from __future__ import annotations
 
+import logging
 from functools import partial
 from pathlib import Path
 
@@ -19,12 +20,15 @@ from omegaconf import DictConfig
 
 from roar.cache import StageCache
 from roar.config import method_names
+from roar.console import GridProgress
 from roar.data import Split, TensorDataModule
 from roar.data.datamodule import SPLITS
-from roar.pipeline import check_methods, load_data, mask_spec, removal_masks, saliency_stage, train_stage
+from roar.pipeline import load_data, mask_spec, removal_masks, saliency_stage, train_stage
 from roar.report import Outputs
-from roar.tasks.common import open_run, write_outputs
+from roar.tasks.common import base_model, majority_share, open_run, write_outputs
 from roar.tasks.roar import unmodified_fraction
+
+log = logging.getLogger(__name__)
 
 
 def mask_datamodule(datamodule: TensorDataModule, masks: dict) -> TensorDataModule:
@@ -39,29 +43,31 @@ def mask_datamodule(datamodule: TensorDataModule, masks: dict) -> TensorDataModu
     return TensorDataModule(splits, datamodule.num_classes, datamodule.batch_size)
 
 
-def majority_share(labels: torch.Tensor) -> float:
-    """The accuracy of always answering the most frequent class: what no information gets."""
-    return torch.bincount(labels).max().item() / len(labels)
-
-
 def grid(cfg: DictConfig, cache: StageCache) -> tuple[list[dict], float]:
-    datamodule = load_data(cfg)
-    base = train_stage(cfg, cache, datamodule, cfg.seed)
-    check_methods(cfg, base, datamodule, cache)
     fractions = sorted({float(f) for f in cfg.roar.fractions} - {unmodified_fraction(cfg.roar.mode)})
+    methods = method_names(cfg)
+    progress = GridProgress(1 + len(methods) * len(fractions) * len(cfg.seeds))
+    log.info(
+        "leakage grid: %d methods x %d fractions x %d seed(s) + the base model = %d trainings",
+        len(methods), len(fractions), len(cfg.seeds), progress.total,
+    )  # fmt: skip
+    datamodule = load_data(cfg)
+    base = base_model(cfg, cache, datamodule, progress)
 
     def masks_only(maps: dict, fraction: float, seed: int) -> TensorDataModule:
         masks = removal_masks(maps, fraction, torch.Generator().manual_seed(seed), cfg.roar.mode)
         return mask_datamodule(datamodule, masks)
 
     rows = []
-    for method in method_names(cfg):
+    for method in methods:
         maps = saliency_stage(cfg, cache, method, base, datamodule)
         for fraction in fractions:
             for seed in cfg.seeds:
                 spec = {**mask_spec(cfg, method, fraction), "input": "removal mask"}
                 # Built only if the stage is computed: a cache hit needs no masks.
-                trained = train_stage(cfg, cache, partial(masks_only, maps, fraction, seed), seed, spec)
+                trained = train_stage(
+                    cfg, cache, partial(masks_only, maps, fraction, seed), seed, spec, progress
+                )
                 rows.append({"method": method, "fraction": fraction, "seed": seed,
                              "test_acc": trained["test_acc"], "val_acc": trained["val_acc"]})  # fmt: skip
     return rows, majority_share(datamodule.splits["test"].labels)

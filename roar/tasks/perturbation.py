@@ -18,11 +18,12 @@ from torch import nn
 
 from roar.cache import StageCache
 from roar.config import method_names
+from roar.console import GridProgress
 from roar.data.datamodule import unit_range
-from roar.pipeline import check_methods, load_data, saliency_stage, train_stage
+from roar.pipeline import load_data, saliency_stage
 from roar.removal import pixels_to_remove, removal_mask, remove
 from roar.report import Outputs
-from roar.tasks.common import open_run, write_outputs
+from roar.tasks.common import base_model, open_run, write_outputs
 from roar.training import device_of, load_classifier
 
 COLUMNS = ("method", "fraction", "seed", "logit_change")
@@ -60,8 +61,7 @@ def least_salient_mask(maps: torch.Tensor, fraction: float, generator: torch.Gen
 
 def grid(cfg: DictConfig, cache: StageCache, fractions: list[float], fill: str) -> list[dict]:
     datamodule = load_data(cfg)
-    base = train_stage(cfg, cache, datamodule, cfg.seed)
-    check_methods(cfg, base, datamodule, cache)
+    base = base_model(cfg, cache, datamodule, GridProgress(1))  # the one training: nothing is retrained
     model = load_classifier(cfg.model, base).net.to(device_of(cfg.trainer))
     test = datamodule.splits["test"]
     images = unit_range(test.images)  # the fills work in [0, 1]; stored images may be uint8

@@ -14,16 +14,10 @@ from omegaconf import DictConfig
 
 from roar.cache import StageCache
 from roar.config import method_names
-from roar.pipeline import (
-    check_methods,
-    load_data,
-    removal_spec,
-    removed_datamodule,
-    saliency_stage,
-    train_stage,
-)
+from roar.console import GridProgress
+from roar.pipeline import load_data, removal_spec, removed_datamodule, saliency_stage, train_stage
 from roar.report import Outputs
-from roar.tasks.common import open_run, write_outputs
+from roar.tasks.common import base_model, open_run, write_outputs
 
 log = logging.getLogger(__name__)
 
@@ -36,16 +30,24 @@ def unmodified_fraction(mode: str) -> float:
 def grid(cfg: DictConfig, cache: StageCache) -> list[dict]:
     """Every (method, fraction, seed) cell of the ROAR grid, plus the unmodified data at
     `unmodified_fraction`."""
-    datamodule = load_data(cfg)
-    base = train_stage(cfg, cache, datamodule, cfg.seed)
-    log.info("base model: val acc %.3f, test acc %.3f", base["val_acc"], base["test_acc"])
-    check_methods(cfg, base, datamodule, cache)
     methods = method_names(cfg)
     reference = unmodified_fraction(cfg.roar.mode)
     fractions = sorted({float(f) for f in cfg.roar.fractions} - {reference})
+    unmodified_seeds = [seed for seed in cfg.seeds if seed != cfg.seed]  # the base model serves `seed`
+    cells = len(methods) * len(fractions) * len(cfg.seeds)
+    progress = GridProgress(1 + len(unmodified_seeds) + cells)
+    log.info(
+        "%s grid: %d methods x %d fractions x %d seed(s) + %d unmodified = %d trainings",
+        cfg.roar.mode.upper(), len(methods), len(fractions), len(cfg.seeds), 1 + len(unmodified_seeds),
+        progress.total,
+    )  # fmt: skip
+    datamodule = load_data(cfg)
+    base = base_model(cfg, cache, datamodule, progress)
     rows = []
     for seed in cfg.seeds:
-        unmodified = base if seed == cfg.seed else train_stage(cfg, cache, datamodule, seed)
+        unmodified = (
+            base if seed == cfg.seed else train_stage(cfg, cache, datamodule, seed, progress=progress)
+        )
         rows += [_row(m, reference, seed, unmodified) for m in methods]
     for method in methods:
         maps = saliency_stage(cfg, cache, method, base, datamodule)
@@ -54,7 +56,8 @@ def grid(cfg: DictConfig, cache: StageCache) -> list[dict]:
                 modified = partial(
                     removed_datamodule, datamodule, maps, fraction, seed, cfg.roar.mode, cfg.roar.fill
                 )
-                trained = train_stage(cfg, cache, modified, seed, removal_spec(cfg, method, fraction))
+                data = removal_spec(cfg, method, fraction)
+                trained = train_stage(cfg, cache, modified, seed, data, progress=progress)
                 rows.append(_row(method, fraction, seed, trained))
     return rows
 
