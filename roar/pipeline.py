@@ -19,6 +19,7 @@ from roar.cache import StageCache, spec_key
 from roar.data import TensorDataModule
 from roar.data.datamodule import SPLITS, unit_range
 from roar.removal import fill_value, ranking_reduction, removal_mask, remove
+from roar.report import fit_logger
 from roar.training import device_of, load_classifier, train_classifier
 
 log = logging.getLogger(__name__)
@@ -46,9 +47,11 @@ def train_stage(
     datamodule: TensorDataModule | Callable[[], TensorDataModule],
     seed: int,
     data=None,
+    logger=None,
 ) -> dict:
     """The trained model's record (cached). `datamodule` may be a function that builds it: it is then
-    built only if the stage is computed, so a cache hit skips work such as ROAD's imputation."""
+    built only if the stage is computed, so a cache hit skips work such as ROAD's imputation. A fit
+    sends its curves to the job's `logger` (W&B) as it trains, labelled with what it trains."""
     spec = training_spec(cfg, seed, data)
     label = "unmodified" if data is None else f"{data['method']} {100 * data['fraction']:.0f}% removed"
     label = f"{label}, seed {seed}"
@@ -62,6 +65,7 @@ def train_stage(
             seed,
             workdir,
             label,
+            fit_logger(logger, label),
         ),
     )
 

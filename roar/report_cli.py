@@ -3,7 +3,8 @@
 Every run directory under the DIRs (one holding `.hydra/config.yaml`, as Hydra writes for each job)
 contributes its `results.csv` rows and any saliency gallery PNG. The merged rows go through the same
 `report.publish` as a single run: results.csv, roar_curve.png, summary.md, the printed table, and a run
-of the jobs' own logger (W&B: same project and mode, in the sweep's group, job type `report`).
+of the jobs' own logger (W&B: same project and mode, in the sweep's group, job type `report`, and one run
+per seed for the band chart, `roar.report.SeedCurves`).
 """
 
 from __future__ import annotations
@@ -14,9 +15,11 @@ from pathlib import Path
 
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
+from pytorch_lightning.loggers import WandbLogger
 
 from roar import report
 from roar.config import ConfigError
+from roar.sweep import run_name, sweep_group
 from roar.tasks.roar import outputs as roar_outputs
 
 # Jobs of one report may differ in the grid's axes (results.csv's method, fraction and seed columns) and in
@@ -92,16 +95,21 @@ def merged_rows(dirs: list[Path]) -> list[dict]:
     return [row for row, _ in cells.values()]
 
 
-def report_logger(cfg: DictConfig, out_dir: Path, sweep_name: str):
-    """The jobs' logger, writing to `out_dir`; for W&B a `report` run in the jobs' group (the one they were
-    given with logger.group, else the sweep directory's name, as `${sweep:group}` gave them)."""
+def job_choices(run_dir: Path) -> DictConfig:
+    """The config group options a job ran with (task, dataset, model, ...)."""
+    return OmegaConf.load(run_dir / ".hydra" / "hydra.yaml").hydra.runtime.choices
+
+
+def report_logger(cfg: DictConfig, choices: DictConfig, out_dir: Path, sweep_dir: str, methods: list[str]):
+    """The jobs' logger, writing to `out_dir`; for W&B a `report` run named after the experiment, in the
+    jobs' group (the one they were given with logger.group, else the one `${sweep:group}` gave them)."""
     if not cfg.get("logger"):
         return None
     updates = {"save_dir": str(out_dir)}
     if "group" in cfg.logger:
         explicit = not OmegaConf.is_interpolation(cfg.logger, "group") and cfg.logger.group
-        group = cfg.logger.group if explicit else sweep_name
-        updates |= {"group": group, "name": "report", "job_type": "report"}
+        group = cfg.logger.group if explicit else sweep_group(choices, sweep_dir)
+        updates |= {"group": group, "name": f"report: {run_name(choices, methods)}", "job_type": "report"}
     return instantiate(OmegaConf.merge(cfg.logger, updates))
 
 
@@ -125,11 +133,16 @@ def main(argv: list[str] | None = None) -> None:
     out_dir.mkdir(parents=True, exist_ok=True)
     cfg = job_config(dirs[0])
     galleries = sorted(g for d in dirs for g in d.glob("*gallery*.png"))
-    logger = report_logger(cfg, out_dir, sweep_name=args.dirs[0].resolve().name)
+    methods = sorted({r["method"] for r in rows})
+    logger = report_logger(cfg, job_choices(dirs[0]), out_dir, args.dirs[0].resolve().name, methods)
+    out = roar_outputs(cfg)
+    seed_curves = None
     if logger is not None:
         logger.log_hyperparams(
-            {"runs": [str(d) for d in dirs], "methods": ",".join(sorted({r["method"] for r in rows})),
+            {"runs": [str(d) for d in dirs], "methods": ",".join(methods),
              "fractions": sorted({r["fraction"] for r in rows}), "seeds": sorted({r["seed"] for r in rows})}
         )  # fmt: skip
-    report.publish(rows, out_dir, logger, galleries=galleries, outputs=roar_outputs(cfg))
+        if isinstance(logger, WandbLogger):  # the sweep's band chart: its jobs made no seed runs
+            seed_curves = report.SeedCurves(logger, out)
+    report.publish(rows, out_dir, logger, galleries=galleries, outputs=out, seed_curves=seed_curves)
     print(f"\nreport of {len(dirs)} runs: {out_dir}")

@@ -13,7 +13,7 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig
 from pytorch_lightning.callbacks import Callback, ModelCheckpoint, TQDMProgressBar
 from pytorch_lightning.callbacks.progress.tqdm_progress import Tqdm
-from pytorch_lightning.loggers import CSVLogger
+from pytorch_lightning.loggers import CSVLogger, Logger
 
 from roar.data import TensorDataModule
 from roar.models import ImageClassifier
@@ -87,12 +87,16 @@ def train_classifier(
     seed: int,
     workdir: Path,
     label: str = "training",
+    logger: Logger | None = None,
 ) -> dict:
     """Fit a fresh model, keep the checkpoint with the best validation accuracy, then evaluate it on the
     test split.
 
     Returns an artifact: the kept weights (`state_dict`) and their `val_acc` and `test_acc`. The test split
     is evaluated once, after selection; it never influences which checkpoint is kept.
+
+    `logger`, if given, receives the fit's epoch-wise training and validation metrics as it trains, beside
+    the CSV log in `workdir`.
 
     `workdir` outlives a crash (see StageCache): a fit killed mid-way resumes from its last.ckpt there, with
     the optimiser, schedule, best-so-far checkpoint and RNG states it had, and ends with the same weights.
@@ -108,7 +112,7 @@ def train_classifier(
     trainer: pl.Trainer = instantiate(
         trainer_cfg,
         callbacks=[best, RngStateInCheckpoint(), StageProgressBar(label)],
-        logger=CSVLogger(workdir, name="", version=""),
+        logger=[CSVLogger(workdir, name="", version=""), *([logger] if logger is not None else [])],
         default_root_dir=workdir,
         enable_model_summary=False,
     )

@@ -17,11 +17,10 @@ from hydra.utils import instantiate  # noqa: E402
 from omegaconf import DictConfig  # noqa: E402
 
 from roar import report, saliency  # noqa: E402
-from roar.cache import StageCache  # noqa: E402
 from roar.config import ConfigError, method_names  # noqa: E402
 from roar.data import TensorDataModule  # noqa: E402
 from roar.pipeline import train_stage  # noqa: E402
-from roar.sweep import flat_config  # noqa: E402
+from roar.tasks.common import open_run  # noqa: E402
 from roar.training import device_of, load_classifier  # noqa: E402
 
 log = logging.getLogger(__name__)
@@ -91,22 +90,18 @@ def run(cfg: DictConfig) -> Path:
     methods, written into the run directory (and to the logger where it takes images)."""
     datamodule: TensorDataModule = instantiate(cfg.dataset.datamodule)
     check_options(cfg.explain, test_images=len(datamodule.splits["test"]))
-    run_dir = Path(cfg.paths.output_dir)
-    run_dir.mkdir(parents=True, exist_ok=True)
-    cache = StageCache(Path(cfg.paths.cache_dir))
-    base = train_stage(cfg, cache, datamodule, cfg.seed)
+    current = open_run(cfg)
+    base = train_stage(cfg, current.cache, datamodule, cfg.seed, logger=current.logger)
     log.info("base model: val acc %.3f, test acc %.3f", base["val_acc"], base["test_acc"])
     device = device_of(cfg.trainer)
     net = load_classifier(cfg.model, base).net.to(device)
 
     images, labels, predicted, maps = explain_images(cfg, net, datamodule, device)
-    path = run_dir / GALLERY
+    path = current.dir / GALLERY
     plot_gallery(images, labels, predicted, maps, path)
-    if cfg.get("logger"):
-        logger = instantiate(cfg.logger)
-        logger.log_hyperparams(flat_config(cfg))
-        if hasattr(logger, "log_image"):  # W&B: the key roar-report logs galleries under
-            logger.log_image("saliency_gallery", [str(path)])
-        report.close_logger(logger)
+    if current.logger is not None:
+        if hasattr(current.logger, "log_image"):  # W&B: the key roar-report logs galleries under
+            current.logger.log_image("saliency_gallery", [str(path)])
+        report.close_logger(current.logger)
     print(f"\ngallery: {path}")
-    return run_dir
+    return current.dir

@@ -11,6 +11,7 @@ diagnostic does not measure (compare the ROAR curves with roar.fill=road for tha
 
 from __future__ import annotations
 
+from dataclasses import replace
 from functools import partial
 from pathlib import Path
 
@@ -18,13 +19,12 @@ import torch
 from hydra.utils import instantiate
 from omegaconf import DictConfig
 
-from roar.cache import StageCache
 from roar.config import method_names
 from roar.data import Split, TensorDataModule
 from roar.data.datamodule import SPLITS
 from roar.pipeline import mask_spec, removal_masks, saliency_stage, train_stage
 from roar.report import Outputs
-from roar.tasks.common import open_run, write_outputs
+from roar.tasks.common import Run, open_run, write_outputs
 from roar.tasks.roar import unmodified_fraction
 
 
@@ -45,9 +45,10 @@ def majority_share(labels: torch.Tensor) -> float:
     return torch.bincount(labels).max().item() / len(labels)
 
 
-def grid(cfg: DictConfig, cache: StageCache) -> tuple[list[dict], float]:
+def grid(cfg: DictConfig, current: Run) -> tuple[list[dict], float]:
+    cache = current.cache
     datamodule: TensorDataModule = instantiate(cfg.dataset.datamodule)
-    base = train_stage(cfg, cache, datamodule, cfg.seed)
+    base = train_stage(cfg, cache, datamodule, cfg.seed, logger=current.logger)
     fractions = sorted({float(f) for f in cfg.roar.fractions} - {unmodified_fraction(cfg.roar.mode)})
 
     def masks_only(maps: dict, fraction: float, seed: int) -> TensorDataModule:
@@ -61,16 +62,16 @@ def grid(cfg: DictConfig, cache: StageCache) -> tuple[list[dict], float]:
             for seed in cfg.seeds:
                 spec = {**mask_spec(cfg, method, fraction), "input": "removal mask"}
                 # Built only if the stage is computed: a cache hit needs no masks.
-                trained = train_stage(cfg, cache, partial(masks_only, maps, fraction, seed), seed, spec)
+                masks = partial(masks_only, maps, fraction, seed)
+                trained = train_stage(cfg, cache, masks, seed, spec, logger=current.logger)
                 rows.append({"method": method, "fraction": fraction, "seed": seed,
                              "test_acc": trained["test_acc"], "val_acc": trained["val_acc"]})  # fmt: skip
+                current.record(rows[-1])
     return rows, majority_share(datamodule.splits["test"].labels)
 
 
 def run(cfg: DictConfig) -> Path:
     """leakage.csv, leakage_curve.png (with the chance level), stages.csv, summary.md/.csv, the logger."""
-    current = open_run(cfg)
-    rows, chance = grid(cfg, current.cache)
     kept = "kept" if cfg.roar.mode == "kar" else "removed"
     out = Outputs(
         csv="leakage.csv",
@@ -80,7 +81,8 @@ def run(cfg: DictConfig) -> Path:
         xname=f"% pixels {kept}",
         ylabel="test accuracy from the removal mask alone",
         reference=None,
-        chance=chance,
     )
-    write_outputs(cfg, current, rows, out)
+    current = open_run(cfg, out)
+    rows, chance = grid(cfg, current)
+    write_outputs(current, rows, replace(out, chance=chance))
     return current.dir

@@ -13,12 +13,11 @@ from pathlib import Path
 from hydra.utils import instantiate
 from omegaconf import DictConfig
 
-from roar.cache import StageCache
 from roar.config import method_names
 from roar.data import TensorDataModule
 from roar.pipeline import removal_spec, removed_datamodule, saliency_stage, train_stage
 from roar.report import Outputs
-from roar.tasks.common import open_run, write_outputs
+from roar.tasks.common import Run, open_run, write_outputs
 
 log = logging.getLogger(__name__)
 
@@ -28,19 +27,22 @@ def unmodified_fraction(mode: str) -> float:
     return 0.0 if mode == "roar" else 1.0
 
 
-def grid(cfg: DictConfig, cache: StageCache) -> list[dict]:
+def grid(cfg: DictConfig, current: Run) -> list[dict]:
     """Every (method, fraction, seed) cell of the ROAR grid, plus the unmodified data at
-    `unmodified_fraction`."""
+    `unmodified_fraction`; each cell is recorded in `current` as it finishes."""
+    cache, logger = current.cache, current.logger
     datamodule: TensorDataModule = instantiate(cfg.dataset.datamodule)
-    base = train_stage(cfg, cache, datamodule, cfg.seed)
+    base = train_stage(cfg, cache, datamodule, cfg.seed, logger=logger)
     log.info("base model: val acc %.3f, test acc %.3f", base["val_acc"], base["test_acc"])
     methods = method_names(cfg)
     reference = unmodified_fraction(cfg.roar.mode)
     fractions = sorted({float(f) for f in cfg.roar.fractions} - {reference})
     rows = []
     for seed in cfg.seeds:
-        unmodified = base if seed == cfg.seed else train_stage(cfg, cache, datamodule, seed)
-        rows += [_row(m, reference, seed, unmodified) for m in methods]
+        unmodified = base if seed == cfg.seed else train_stage(cfg, cache, datamodule, seed, logger=logger)
+        for method in methods:
+            rows.append(_row(method, reference, seed, unmodified))
+            current.record(rows[-1])
     for method in methods:
         maps = saliency_stage(cfg, cache, method, base, datamodule)
         for fraction in fractions:
@@ -48,8 +50,10 @@ def grid(cfg: DictConfig, cache: StageCache) -> list[dict]:
                 modified = partial(
                     removed_datamodule, datamodule, maps, fraction, seed, cfg.roar.mode, cfg.roar.fill
                 )
-                trained = train_stage(cfg, cache, modified, seed, removal_spec(cfg, method, fraction))
+                spec = removal_spec(cfg, method, fraction)
+                trained = train_stage(cfg, cache, modified, seed, spec, logger=logger)
                 rows.append(_row(method, fraction, seed, trained))
+                current.record(rows[-1])
     return rows
 
 
@@ -76,7 +80,8 @@ def outputs(cfg: DictConfig) -> Outputs:
 
 def run(cfg: DictConfig) -> Path:
     """The ROAR grid, then stages.csv and the report (results.csv, roar_curve.png, summary, logger)."""
-    current = open_run(cfg)
-    rows = grid(cfg, current.cache)
-    write_outputs(cfg, current, rows, outputs(cfg))
+    out = outputs(cfg)
+    current = open_run(cfg, out)
+    rows = grid(cfg, current)
+    write_outputs(current, rows, out)
     return current.dir
