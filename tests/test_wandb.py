@@ -89,7 +89,7 @@ def sweep(tmp_path_factory) -> Path:
 def test_a_run_is_named_after_what_it_runs_and_starts_before_the_first_training_ends(single):
     path = wandb_records.run_file(single / "outputs" / "demo")
     info = wandb_records.run_info(path)
-    assert info.display_name == f"{NAME} · fullgrad, random"
+    assert (info.display_name, info.job_type) == (f"{NAME} · fullgrad, random", "roar")
     assert info.run_group == f"{NAME} · fullgrad, random (demo)"  # the run directory keeps experiments apart
     first_stored = _finished_trainings(single / "cache")[0]
     assert _seconds(info.start_time) < first_stored
