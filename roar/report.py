@@ -163,6 +163,7 @@ class CellCurves(WandbLogger):
         for key in logged.keys() - self._defined:  # exact names: they take precedence over Lightning's "*"
             self.experiment.define_metric(key, step_metric=epoch)
             self._defined.add(key)
+        # Lightning adds the epoch to every metrics dict logged without a `step` metric (roar logs none).
         self.experiment.log({**logged, epoch: metrics["epoch"]})
 
 
