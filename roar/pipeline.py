@@ -55,6 +55,9 @@ def train_stage(
     spec = training_spec(cfg, seed, data)
     label = "unmodified" if data is None else f"{data['method']} {100 * data['fraction']:.0f}% removed"
     label = f"{label}, seed {seed}"
+    # A fit in spawned worker processes (trainer=ddp) would reach the W&B run through wandb's attach; with
+    # wandb 0.31 such a fit never returned from its workers here. Its curves stay in its CSV log only.
+    spawned = "spawn" in str(cfg.trainer.get("strategy", ""))
     return cache.get_or_compute(
         "train",
         spec,
@@ -65,7 +68,7 @@ def train_stage(
             seed,
             workdir,
             label,
-            fit_logger(logger, label),
+            None if spawned else fit_logger(logger, label),
         ),
     )
 
