@@ -23,6 +23,7 @@ from roar.data import TensorDataModule
 from roar.data.datamodule import SPLITS, unit_range
 from roar.errors import ConfigError
 from roar.removal import fill_value, ranking_reduction, removal_mask, remove
+from roar.report import fit_logger
 from roar.saliency.fullgrad import CompletenessError
 from roar.training import build_classifier, device_of, load_classifier, train_classifier
 
@@ -124,11 +125,16 @@ def train_stage(
     seed: int,
     data=None,
     progress: GridProgress | None = None,
+    logger=None,
 ) -> dict:
     """The trained model's record (cached). `datamodule` may be a function that builds it: it is then
     built only if the stage is computed, so a cache hit skips work such as ROAD's imputation. `progress`
-    counts it as a cell of the grid and logs its line."""
+    counts it as a cell of the grid and logs its line. A fit sends its curves to the job's `logger` (W&B)
+    as it trains, labelled with what it trains."""
     about = training_about(seed, data)
+    # A fit in spawned worker processes (trainer=ddp) would reach the W&B run through wandb's attach; with
+    # wandb 0.31 such a fit never returned from its workers here. Its curves stay in its CSV log only.
+    spawned = "spawn" in str(cfg.trainer.get("strategy", ""))
     trained = cache.get_or_compute(
         "train",
         training_spec(cfg, seed, data),
@@ -139,6 +145,7 @@ def train_stage(
             seed,
             work,
             about["name"],
+            None if spawned else fit_logger(logger, about["name"]),
         ),
         about,
     )

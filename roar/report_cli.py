@@ -3,7 +3,8 @@
 Every run directory under the DIRs (one holding `.hydra/config.yaml`, as Hydra writes for each job)
 contributes its `results.csv` rows and any saliency gallery PNG. The merged rows go through the same
 `report.publish` as a single run: results.csv, roar_curve.png, summary.md, the printed table, and a run
-of the jobs' own logger (W&B: same project and mode, in the sweep's group, job type `report`).
+of the jobs' own logger (W&B: same project and mode, in the sweep's group, job type `report`, and one run
+per seed for the band chart, `roar.report.SeedCurves`).
 
 A sweep's own record of its jobs (`multirun.yaml`, which Hydra writes before the first job starts) says
 which jobs there should be: a report that would miss some is refused, naming them, unless `--allow-partial`
@@ -25,11 +26,13 @@ from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.errors import HydraException
 from hydra.utils import get_class
 from omegaconf import DictConfig, OmegaConf
+from pytorch_lightning.loggers import WandbLogger
 
 from roar import report
 from roar.app import CONFIG_DIR
 from roar.config import ConfigError
 from roar.console import silence_known_warnings
+from roar.sweep import run_name, sweep_group
 from roar.tasks.roar import outputs as roar_outputs
 
 # Jobs of one report may differ in the grid's axes (results.csv's method, fraction and seed columns) and in
@@ -161,9 +164,14 @@ def logger_classes() -> dict[str, type]:
     return {target: get_class(target) for target in sorted(targets - {None})}
 
 
-def report_logger(cfg: DictConfig, out_dir: Path, sweep_name: str, run_dir: Path):
-    """The jobs' logger, writing to `out_dir`; for W&B a `report` run in the jobs' group (the one they were
-    given with logger.group, else the sweep directory's name, as `${sweep:group}` gave them).
+def job_choices(run_dir: Path) -> DictConfig:
+    """The config group options a job ran with (task, dataset, model, ...)."""
+    return OmegaConf.load(run_dir / ".hydra" / "hydra.yaml").hydra.runtime.choices
+
+
+def report_logger(cfg: DictConfig, out_dir: Path, sweep_dir: str, run_dir: Path, methods: list[str]):
+    """The jobs' logger, writing to `out_dir`; for W&B a `report` run named after the experiment, in the
+    jobs' group (the one they were given with logger.group, else the one `${sweep:group}` gave them).
 
     `cfg` comes from a scanned directory (`run_dir`): its `_target_` is looked up among `logger_classes()`
     rather than instantiated, and its other values are passed as plain data, so no `_target_` in the file,
@@ -180,8 +188,9 @@ def report_logger(cfg: DictConfig, out_dir: Path, sweep_name: str, run_dir: Path
     updates = {"save_dir": str(out_dir)}
     if "group" in cfg.logger:
         explicit = not OmegaConf.is_interpolation(cfg.logger, "group") and cfg.logger.group
-        group = cfg.logger.group if explicit else sweep_name
-        updates |= {"group": group, "name": "report", "job_type": "report"}
+        group = cfg.logger.group if explicit else sweep_group(job_choices(run_dir), sweep_dir)
+        name = f"report: {run_name(job_choices(run_dir), methods)}"
+        updates |= {"group": group, "name": name, "job_type": "report"}
     arguments = OmegaConf.to_container(OmegaConf.merge(cfg.logger, updates), resolve=True)
     del arguments["_target_"]
     return allowed[target](**arguments)
@@ -215,7 +224,8 @@ def main(argv: list[str] | None = None) -> None:
             )
         rows = merged_rows(dirs)
         cfg = job_config(dirs[0])
-        logger = report_logger(cfg, out_dir, sweep_name=args.dirs[0].resolve().name, run_dir=dirs[0])
+        methods = sorted({r["method"] for r in rows})
+        logger = report_logger(cfg, out_dir, args.dirs[0].resolve().name, dirs[0], methods)
     except ConfigError as error:
         print(f"roar-report: error: {error}", file=sys.stderr)
         sys.exit(2)
@@ -224,13 +234,16 @@ def main(argv: list[str] | None = None) -> None:
     outputs = roar_outputs(cfg)
     if missing:  # --allow-partial: the title of summary.md, of the curve and of the W&B run's chart says so
         outputs = replace(outputs, title=f"{outputs.title} (partial: {len(missing)} jobs missing)")
+    seed_curves = None
     if logger is not None:
         logger.log_hyperparams(
-            {"runs": [str(d) for d in dirs], "methods": ",".join(sorted({r["method"] for r in rows})),
+            {"runs": [str(d) for d in dirs], "methods": ",".join(methods),
              "fractions": sorted({r["fraction"] for r in rows}), "seeds": sorted({r["seed"] for r in rows}),
              "partial": bool(missing), "missing_jobs": missing}
         )  # fmt: skip
-    report.publish(rows, out_dir, logger, galleries=galleries, outputs=outputs)
+        if isinstance(logger, WandbLogger):  # the sweep's band chart: its jobs made no seed runs
+            seed_curves = report.SeedCurves(logger, outputs)
+    report.publish(rows, out_dir, logger, galleries=galleries, outputs=outputs, seed_curves=seed_curves)
     if missing:
         print(f"\npartial report, {len(missing)} jobs missing: {_listed(missing)}", file=sys.stderr)
     print(f"\n{'partial ' if missing else ''}report of {len(dirs)} runs: {out_dir}")

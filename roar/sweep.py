@@ -1,9 +1,14 @@
 """How a job names itself to the experiment logger: its W&B group and run name, and a flat, readable
 configuration.
 
-`${sweep:group}` is the name of the multirun's sweep directory (every job of a sweep shares it, and so
-does the `roar-report` run over it) or, for a single run, of its run directory; `${sweep:name}` is the
-job's number and overrides (`3: method=fullgrad,seed=1`), or null for a single run (W&B then picks one).
+Names say what ran: the task, dataset and model (Hydra's choices for those groups) and the methods.
+`${sweep:name}` is a single run's `roar · digits · small_cnn · fullgrad, random`, or a multirun job's number
+and overrides (`3: roar · digits · small_cnn · method=fullgrad,seed=1`). `${sweep:group}` gathers the runs
+of one experiment: a single run's name, or a multirun's `roar · digits · small_cnn · sweep`, followed by the
+run (or sweep) directory's name. That last part keeps two experiments with the same methods but other
+settings (epochs, fractions) apart: W&B aggregates the runs of a group into one curve with a band, so a
+group must never mix experiments. Every job of a sweep shares its group, and so does the `roar-report` run
+over it (`sweep_group`).
 
 `${unique_dir:PATH}` names the run and sweep directories (conf/hydra/default.yaml): PATH, or PATH_1, PATH_2,
 ... where PATH is taken, so that runs started in the same second never share a directory.
@@ -11,6 +16,7 @@ job's number and overrides (`3: method=fullgrad,seed=1`), or null for a single r
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Mapping
 from pathlib import Path
 
 from hydra.core.hydra_config import HydraConfig
@@ -20,13 +26,35 @@ from omegaconf import DictConfig, OmegaConf
 from roar.config import method_names
 
 
-def _sweep(key: str) -> str | None:
+def experiment_name(choices: Mapping[str, str], *details: str) -> str:
+    """`roar · digits · small_cnn · <details>`: the task, dataset and model chosen, then `details`."""
+    return " · ".join([choices["task"], choices["dataset"], choices["model"], *details])
+
+
+def run_name(choices: Mapping[str, str], methods: Iterable[str]) -> str:
+    return experiment_name(choices, ", ".join(methods))
+
+
+def sweep_group(choices: Mapping[str, str], sweep_dir: str) -> str:
+    return f"{experiment_name(choices, 'sweep')} ({sweep_dir})"
+
+
+def in_multirun() -> bool:
+    return HydraConfig.initialized() and HydraConfig.get().mode == RunMode.MULTIRUN
+
+
+def _sweep(key: str, _root_: DictConfig) -> str:
     hydra = HydraConfig.get()
+    choices = hydra.runtime.choices
     multirun = hydra.mode == RunMode.MULTIRUN
     if key == "group":
-        return Path(hydra.sweep.dir if multirun else hydra.run.dir).name
+        if multirun:
+            return sweep_group(choices, Path(hydra.sweep.dir).name)
+        return f"{run_name(choices, method_names(_root_))} ({Path(hydra.run.dir).name})"
     if key == "name":
-        return f"{hydra.job.num}: {hydra.job.override_dirname}" if multirun else None
+        if multirun:
+            return f"{hydra.job.num}: {experiment_name(choices, hydra.job.override_dirname)}"
+        return run_name(choices, method_names(_root_))
     raise ValueError(f"${{sweep:{key}}}: unknown key; use group or name")
 
 

@@ -11,7 +11,7 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig
 from pytorch_lightning.callbacks import Callback, ModelCheckpoint, TQDMProgressBar
 from pytorch_lightning.callbacks.progress.tqdm_progress import Tqdm
-from pytorch_lightning.loggers import CSVLogger
+from pytorch_lightning.loggers import CSVLogger, Logger
 from pytorch_lightning.plugins import TorchCheckpointIO
 
 from roar.cache import Work
@@ -108,12 +108,16 @@ def train_classifier(
     seed: int,
     work: Work,
     label: str = "training",
+    logger: Logger | None = None,
 ) -> dict:
     """Fit a fresh model, keep the checkpoint with the best validation accuracy, then evaluate it on the
     test split.
 
     Returns an artifact: the kept weights (`state_dict`) and their `val_acc` and `test_acc`. The test split
     is evaluated once, after selection; it never influences which checkpoint is kept.
+
+    `logger`, if given, receives the fit's epoch-wise training and validation metrics as it trains, beside
+    the CSV log in `work.dir`.
 
     `work.dir` outlives a crash (see StageCache): a fit killed or interrupted mid-way resumes from the
     last.ckpt there, written after every epoch, with the optimiser, schedule, best-so-far checkpoint and RNG
@@ -140,7 +144,7 @@ def train_classifier(
         trainer_cfg,
         callbacks=[RngStateInCheckpoint(), *bar, best, latest],
         plugins=[AtomicCheckpointIO()],
-        logger=CSVLogger(work.dir, name="", version=""),
+        logger=[CSVLogger(work.dir, name="", version=""), *([logger] if logger is not None else [])],
         default_root_dir=work.dir,
         enable_model_summary=False,
         enable_progress_bar=bool(bar),

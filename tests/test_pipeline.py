@@ -7,6 +7,7 @@ from pathlib import Path
 from roar.app import experiment
 from roar.data.datamodule import SPLITS
 from roar.tasks import roar as roar_task
+from tests import wandb_records
 from tests.conftest import TINY, compose_config
 
 
@@ -34,7 +35,7 @@ def test_cli_runs_the_whole_grid_and_writes_every_cell(run_roar, tmp_path):
     assert min(unmodified) > 0.5  # chance is 0.1
     assert (run_dir / "roar_curve.png").stat().st_size > 10_000
     # The offline W&B run holds the per-cell table and the curve.
-    (wandb_run,) = (run_dir / "wandb").glob("offline-run-*")
+    wandb_run = wandb_records.run_file(run_dir).parent
     (table,) = (wandb_run / "files" / "media" / "table").glob("results_*.table.json")
     logged = json.loads(table.read_text())
     assert logged["columns"][:4] == ["method", "fraction", "seed", "test_acc"]

@@ -75,7 +75,7 @@ def test_a_sweep_on_slurm_completes_and_its_report_is_made(tmp_path):
     assert cells == {(m, f) for m in methods for f in (0.0, 0.5)}
     assert (sweep / "roar_curve.png").exists() and (sweep / "summary.md").exists()
     info = wandb_records.run_info(wandb_records.run_file(sweep))
-    assert (info.run_group, info.job_type) == ("sweep", "report")
+    assert (info.run_group, info.job_type) == ("roar · digits · small_cnn · sweep (sweep)", "report")
 
 
 def test_a_job_told_to_requeue_resumes_from_its_last_checkpoint_to_the_same_result(tmp_path):

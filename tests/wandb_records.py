@@ -36,10 +36,23 @@ def records(path: Path) -> Iterator[wandb_internal_pb2.Record]:
             payload = b""
 
 
+def run_files(run_dir: Path) -> list[Path]:
+    """Every offline W&B run under `run_dir`/wandb, in the order they were started."""
+    return sorted(
+        (run_dir / "wandb").glob("offline-run-*/run-*.wandb"),
+        key=lambda p: run_info(p).start_time.ToNanoseconds(),
+    )
+
+
 def run_file(run_dir: Path) -> Path:
-    """The single offline W&B run under `run_dir`/wandb."""
-    (path,) = (run_dir / "wandb").glob("offline-run-*/run-*.wandb")
+    """The job's (or roar-report's) offline W&B run under `run_dir`/wandb: the one that is not a seed run."""
+    (path,) = [p for p in run_files(run_dir) if run_info(p).job_type != "seed"]
     return path
+
+
+def seed_runs(run_dir: Path) -> list[Path]:
+    """The seed runs (`roar.report.SeedCurves`) under `run_dir`/wandb."""
+    return [p for p in run_files(run_dir) if run_info(p).job_type == "seed"]
 
 
 def _items(items) -> dict:
@@ -55,10 +68,19 @@ def run_info(path: Path) -> wandb_internal_pb2.RunRecord:
     return next(r.run for r in records(path) if r.WhichOneof("record_type") == "run")
 
 
+def step_metrics(path: Path) -> dict[str, str]:
+    """metric -> the metric it is plotted against, as the run defined them (`define_metric`)."""
+    return {r.metric.name: r.metric.step_metric for r in records(path)
+            if r.WhichOneof("record_type") == "metric" and r.metric.name}  # fmt: skip
+
+
 def config(path: Path) -> dict:
-    """The run's configuration, as logged (later updates win; W&B's own entries under `_wandb/`)."""
+    """The run's configuration, as logged: given to `wandb.init` (in the run record), then updated (later
+    updates win; W&B's own entries under `_wandb/`)."""
     values = {}
     for r in records(path):
-        if r.WhichOneof("record_type") == "config":
+        if r.WhichOneof("record_type") == "run":
+            values |= _items(r.run.config.update)
+        elif r.WhichOneof("record_type") == "config":
             values |= _items(r.config.update)
     return values

@@ -11,6 +11,7 @@ from pathlib import Path
 import torch
 from hydra.utils import instantiate
 from omegaconf import DictConfig
+from pytorch_lightning.loggers import WandbLogger
 
 from roar import report
 from roar.cache import StageCache
@@ -19,7 +20,7 @@ from roar.console import GridProgress
 from roar.data import TensorDataModule
 from roar.files import atomic_write
 from roar.pipeline import check_methods, train_stage
-from roar.sweep import flat_config
+from roar.sweep import flat_config, in_multirun
 
 log = logging.getLogger(__name__)
 
@@ -36,15 +37,29 @@ class Run:
     dir: Path
     cache: StageCache
     logger: object | None
+    # W&B: the seed runs each finished cell is shown in; none for a multirun's jobs (roar-report's run over
+    # the sweep makes them, once, from all the jobs' rows).
+    seed_curves: report.SeedCurves | None = None
+
+    def record(self, row: dict) -> None:
+        """A finished cell of the grid, shown in the dashboard now rather than when the grid is done."""
+        if self.seed_curves is not None:
+            self.seed_curves.add(row)
 
 
-def open_run(cfg: DictConfig) -> Run:
-    """The run directory, the stage cache, and the experiment logger (created before any compute, so
-    that a logger that cannot start fails first)."""
+def open_run(cfg: DictConfig, out: report.Outputs | None = None) -> Run:
+    """The run directory, the stage cache, and the experiment logger with the configuration (started before
+    any compute: a logger that cannot start fails first, and a W&B run is in the dashboard while the grid
+    trains). `out` describes the task's results, for the W&B seed runs of its curve."""
     run_dir = Path(cfg.paths.output_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
     logger = instantiate(cfg.logger) if cfg.get("logger") else None
-    return Run(run_dir, StageCache(Path(cfg.paths.cache_dir)), logger)
+    seed_curves = None
+    if logger is not None:
+        logger.log_hyperparams(flat_config(cfg))  # W&B: creates the run
+        if isinstance(logger, WandbLogger) and out is not None and not in_multirun():
+            seed_curves = report.SeedCurves(logger, out)
+    return Run(run_dir, StageCache(Path(cfg.paths.cache_dir)), logger, seed_curves)
 
 
 def majority_share(labels: torch.Tensor) -> float:
@@ -54,7 +69,7 @@ def majority_share(labels: torch.Tensor) -> float:
 
 def base_model(
     cfg: DictConfig,
-    cache: StageCache,
+    run: Run,
     datamodule: TensorDataModule,
     progress: GridProgress | None = None,
     reused_maps: bool = True,
@@ -64,7 +79,7 @@ def base_model(
     `roar.proceed_at_chance`: ranking the pixels a model that learned nothing uses measures nothing. Then
     every selected method is tried on one batch of it (`check_methods`), but for methods whose maps the
     cache already holds, when the task will reuse them (`reused_maps`)."""
-    base = train_stage(cfg, cache, datamodule, cfg.seed, progress=progress)
+    base = train_stage(cfg, run.cache, datamodule, cfg.seed, progress=progress, logger=run.logger)
     log.info("base model: val acc %.3f, test acc %.3f", base["val_acc"], base["test_acc"])
     chance = majority_share(datamodule.splits["test"].labels)
     if base["test_acc"] < chance + NEAR_CHANCE * (1 - chance):
@@ -77,16 +92,14 @@ def base_model(
         if not cfg.roar.proceed_at_chance:
             raise ConfigError(message)
         log.warning("%s (proceeding: roar.proceed_at_chance=true)", message.split(":")[0])
-    check_methods(cfg, base, datamodule, cache if reused_maps else None)
+    check_methods(cfg, base, datamodule, run.cache if reused_maps else None)
     return base
 
 
-def write_outputs(cfg: DictConfig, run: Run, rows: list[dict], out: report.Outputs) -> None:
-    """stages.csv, the configuration to the logger, then the report `out` describes."""
+def write_outputs(run: Run, rows: list[dict], out: report.Outputs) -> None:
+    """stages.csv, then the report `out` describes."""
     with atomic_write(run.dir / "stages.csv") as tmp, open(tmp, "w", newline="") as f:
         writer = csv.DictWriter(f, fieldnames=STAGE_COLUMNS)
         writer.writeheader()
         writer.writerows(run.cache.events)
-    if run.logger is not None:
-        run.logger.log_hyperparams(flat_config(cfg))
-    report.publish(rows, run.dir, run.logger, outputs=out)
+    report.publish(rows, run.dir, run.logger, outputs=out, seed_curves=run.seed_curves)

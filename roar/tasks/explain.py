@@ -14,18 +14,15 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import torch  # noqa: E402
 from captum.attr import visualization  # noqa: E402
-from hydra.utils import instantiate  # noqa: E402
 from omegaconf import DictConfig  # noqa: E402
 
 from roar import report, saliency  # noqa: E402
-from roar.cache import StageCache  # noqa: E402
 from roar.config import ConfigError, method_names  # noqa: E402
 from roar.console import GridProgress  # noqa: E402
 from roar.data import TensorDataModule  # noqa: E402
 from roar.files import atomic_write  # noqa: E402
 from roar.pipeline import load_data  # noqa: E402
-from roar.sweep import flat_config  # noqa: E402
-from roar.tasks.common import base_model  # noqa: E402
+from roar.tasks.common import base_model, open_run  # noqa: E402
 from roar.training import device_of, load_classifier  # noqa: E402
 
 log = logging.getLogger(__name__)
@@ -118,29 +115,25 @@ def run(cfg: DictConfig) -> Path:
     directory (and to the logger where it takes images)."""
     datamodule = load_data(cfg)
     check_options(cfg.explain, test_images=len(datamodule.splits["test"]))
-    run_dir = Path(cfg.paths.output_dir)
-    run_dir.mkdir(parents=True, exist_ok=True)
-    cache = StageCache(Path(cfg.paths.cache_dir))
+    current = open_run(cfg)
     # The gallery computes every method's maps (none come from the cache): each is tried first.
-    base = base_model(cfg, cache, datamodule, GridProgress(1), reused_maps=False)
+    base = base_model(cfg, current, datamodule, GridProgress(1), reused_maps=False)
     device = device_of(cfg.trainer)
     net = load_classifier(cfg.model, base).net.to(device)
 
     images, labels, predicted, maps = explain_images(cfg, net, datamodule, device)
-    path = run_dir / GALLERY
+    path = current.dir / GALLERY
     plot_gallery(images, labels, predicted, maps, path)
     figures = {"saliency_gallery": path}
     if cfg.explain.logit_shares:
         targets = labels if cfg.explain.target == "label" else predicted
         terms = saliency.full_gradient_terms(net, datamodule.normalize(images.to(device)), targets.to(device))
-        figures["logit_shares"] = run_dir / LOGIT_SHARES
+        figures["logit_shares"] = current.dir / LOGIT_SHARES
         plot_logit_shares(terms, targets, figures["logit_shares"])
-    if cfg.get("logger"):
-        logger = instantiate(cfg.logger)
-        logger.log_hyperparams(flat_config(cfg))
-        if hasattr(logger, "log_image"):  # W&B: the key roar-report logs galleries under
+    if current.logger is not None:
+        if hasattr(current.logger, "log_image"):  # W&B: the key roar-report logs galleries under
             for key, figure in figures.items():
-                logger.log_image(key, [str(figure)])
-        report.close_logger(logger)
+                current.logger.log_image(key, [str(figure)])
+        report.close_logger(current.logger)
     print("\n" + "\n".join(f"{figure.stem.replace('_', ' ')}: {figure}" for figure in figures.values()))
-    return run_dir
+    return current.dir

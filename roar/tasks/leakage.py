@@ -12,20 +12,20 @@ diagnostic does not measure (compare the ROAR curves with roar.fill=road for tha
 from __future__ import annotations
 
 import logging
+from dataclasses import replace
 from functools import partial
 from pathlib import Path
 
 import torch
 from omegaconf import DictConfig
 
-from roar.cache import StageCache
 from roar.config import method_names
 from roar.console import GridProgress
 from roar.data import Split, TensorDataModule
 from roar.data.datamodule import SPLITS
 from roar.pipeline import load_data, mask_spec, removal_masks, saliency_stage, train_stage
 from roar.report import Outputs
-from roar.tasks.common import base_model, majority_share, open_run, write_outputs
+from roar.tasks.common import Run, base_model, majority_share, open_run, write_outputs
 from roar.tasks.roar import unmodified_fraction
 
 log = logging.getLogger(__name__)
@@ -43,7 +43,8 @@ def mask_datamodule(datamodule: TensorDataModule, masks: dict) -> TensorDataModu
     return TensorDataModule(splits, datamodule.num_classes, datamodule.batch_size)
 
 
-def grid(cfg: DictConfig, cache: StageCache) -> tuple[list[dict], float]:
+def grid(cfg: DictConfig, current: Run) -> tuple[list[dict], float]:
+    cache = current.cache
     fractions = sorted({float(f) for f in cfg.roar.fractions} - {unmodified_fraction(cfg.roar.mode)})
     methods = method_names(cfg)
     progress = GridProgress(1 + len(methods) * len(fractions) * len(cfg.seeds))
@@ -52,7 +53,7 @@ def grid(cfg: DictConfig, cache: StageCache) -> tuple[list[dict], float]:
         len(methods), len(fractions), len(cfg.seeds), progress.total,
     )  # fmt: skip
     datamodule = load_data(cfg)
-    base = base_model(cfg, cache, datamodule, progress)
+    base = base_model(cfg, current, datamodule, progress)
 
     def masks_only(maps: dict, fraction: float, seed: int) -> TensorDataModule:
         masks = removal_masks(maps, fraction, torch.Generator().manual_seed(seed), cfg.roar.mode)
@@ -65,18 +66,16 @@ def grid(cfg: DictConfig, cache: StageCache) -> tuple[list[dict], float]:
             for seed in cfg.seeds:
                 spec = {**mask_spec(cfg, method, fraction), "input": "removal mask"}
                 # Built only if the stage is computed: a cache hit needs no masks.
-                trained = train_stage(
-                    cfg, cache, partial(masks_only, maps, fraction, seed), seed, spec, progress
-                )
+                masks = partial(masks_only, maps, fraction, seed)
+                trained = train_stage(cfg, cache, masks, seed, spec, progress, logger=current.logger)
                 rows.append({"method": method, "fraction": fraction, "seed": seed,
                              "test_acc": trained["test_acc"], "val_acc": trained["val_acc"]})  # fmt: skip
+                current.record(rows[-1])
     return rows, majority_share(datamodule.splits["test"].labels)
 
 
 def run(cfg: DictConfig) -> Path:
     """leakage.csv, leakage_curve.png (with the chance level), stages.csv, summary.md/.csv, the logger."""
-    current = open_run(cfg)
-    rows, chance = grid(cfg, current.cache)
     kept = "kept" if cfg.roar.mode == "kar" else "removed"
     out = Outputs(
         csv="leakage.csv",
@@ -86,7 +85,8 @@ def run(cfg: DictConfig) -> Path:
         xname=f"% pixels {kept}",
         ylabel="test accuracy from the removal mask alone",
         reference=None,
-        chance=chance,
     )
-    write_outputs(cfg, current, rows, out)
+    current = open_run(cfg, out)
+    rows, chance = grid(cfg, current)
+    write_outputs(current, rows, replace(out, chance=chance))
     return current.dir

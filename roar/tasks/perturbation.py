@@ -16,14 +16,13 @@ import torch
 from omegaconf import DictConfig
 from torch import nn
 
-from roar.cache import StageCache
 from roar.config import method_names
 from roar.console import GridProgress
 from roar.data.datamodule import unit_range
 from roar.pipeline import load_data, saliency_stage
 from roar.removal import pixels_to_remove, removal_mask, remove
 from roar.report import Outputs
-from roar.tasks.common import base_model, open_run, write_outputs
+from roar.tasks.common import Run, base_model, open_run, write_outputs
 from roar.training import device_of, load_classifier
 
 COLUMNS = ("method", "fraction", "seed", "logit_change")
@@ -59,9 +58,10 @@ def least_salient_mask(maps: torch.Tensor, fraction: float, generator: torch.Gen
     return removal_mask(-maps, fraction, generator)
 
 
-def grid(cfg: DictConfig, cache: StageCache, fractions: list[float], fill: str) -> list[dict]:
+def grid(cfg: DictConfig, current: Run, fractions: list[float], fill: str) -> list[dict]:
+    cache = current.cache
     datamodule = load_data(cfg)
-    base = base_model(cfg, cache, datamodule, GridProgress(1))  # the one training: nothing is retrained
+    base = base_model(cfg, current, datamodule, GridProgress(1))  # the one training: nothing is retrained
     model = load_classifier(cfg.model, base).net.to(device_of(cfg.trainer))
     test = datamodule.splits["test"]
     images = unit_range(test.images)  # the fills work in [0, 1]; stored images may be uint8
@@ -89,8 +89,6 @@ def grid(cfg: DictConfig, cache: StageCache, fractions: list[float], fill: str) 
 
 def run(cfg: DictConfig, fractions: list[float], fill: str = "zero") -> Path:
     """perturbation.csv, perturbation_curve.png, stages.csv, summary.md/.csv and the logger."""
-    current = open_run(cfg)
-    rows = grid(cfg, current.cache, [float(f) for f in fractions], fill)
     out = Outputs(
         csv="perturbation.csv",
         curve="perturbation_curve.png",
@@ -103,5 +101,7 @@ def run(cfg: DictConfig, fractions: list[float], fill: str = "zero") -> Path:
         logx=True,
         steps_per_unit=1000,
     )
-    write_outputs(cfg, current, rows, out)
+    current = open_run(cfg, out)
+    rows = grid(cfg, current, [float(f) for f in fractions], fill)
+    write_outputs(current, rows, out)
     return current.dir

@@ -12,12 +12,11 @@ from pathlib import Path
 
 from omegaconf import DictConfig
 
-from roar.cache import StageCache
 from roar.config import method_names
 from roar.console import GridProgress
 from roar.pipeline import load_data, removal_spec, removed_datamodule, saliency_stage, train_stage
 from roar.report import Outputs
-from roar.tasks.common import base_model, open_run, write_outputs
+from roar.tasks.common import Run, base_model, open_run, write_outputs
 
 log = logging.getLogger(__name__)
 
@@ -27,9 +26,10 @@ def unmodified_fraction(mode: str) -> float:
     return 0.0 if mode == "roar" else 1.0
 
 
-def grid(cfg: DictConfig, cache: StageCache) -> list[dict]:
+def grid(cfg: DictConfig, current: Run) -> list[dict]:
     """Every (method, fraction, seed) cell of the ROAR grid, plus the unmodified data at
-    `unmodified_fraction`."""
+    `unmodified_fraction`; each cell is recorded in `current` as it finishes."""
+    cache, logger = current.cache, current.logger
     methods = method_names(cfg)
     reference = unmodified_fraction(cfg.roar.mode)
     fractions = sorted({float(f) for f in cfg.roar.fractions} - {reference})
@@ -42,13 +42,17 @@ def grid(cfg: DictConfig, cache: StageCache) -> list[dict]:
         progress.total,
     )  # fmt: skip
     datamodule = load_data(cfg)
-    base = base_model(cfg, cache, datamodule, progress)
+    base = base_model(cfg, current, datamodule, progress)
     rows = []
     for seed in cfg.seeds:
         unmodified = (
-            base if seed == cfg.seed else train_stage(cfg, cache, datamodule, seed, progress=progress)
+            base
+            if seed == cfg.seed
+            else train_stage(cfg, cache, datamodule, seed, progress=progress, logger=logger)
         )
-        rows += [_row(m, reference, seed, unmodified) for m in methods]
+        for method in methods:
+            rows.append(_row(method, reference, seed, unmodified))
+            current.record(rows[-1])
     for method in methods:
         maps = saliency_stage(cfg, cache, method, base, datamodule)
         for fraction in fractions:
@@ -57,8 +61,9 @@ def grid(cfg: DictConfig, cache: StageCache) -> list[dict]:
                     removed_datamodule, datamodule, maps, fraction, seed, cfg.roar.mode, cfg.roar.fill
                 )
                 data = removal_spec(cfg, method, fraction)
-                trained = train_stage(cfg, cache, modified, seed, data, progress=progress)
+                trained = train_stage(cfg, cache, modified, seed, data, progress=progress, logger=logger)
                 rows.append(_row(method, fraction, seed, trained))
+                current.record(rows[-1])
     return rows
 
 
@@ -85,7 +90,8 @@ def outputs(cfg: DictConfig) -> Outputs:
 
 def run(cfg: DictConfig) -> Path:
     """The ROAR grid, then stages.csv and the report (results.csv, roar_curve.png, summary, logger)."""
-    current = open_run(cfg)
-    rows = grid(cfg, current.cache)
-    write_outputs(cfg, current, rows, outputs(cfg))
+    out = outputs(cfg)
+    current = open_run(cfg, out)
+    rows = grid(cfg, current)
+    write_outputs(current, rows, out)
     return current.dir
