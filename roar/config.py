@@ -46,6 +46,10 @@ def validate(cfg: DictConfig) -> None:
         values = OmegaConf.to_container(cfg, resolve=True)
     except OmegaConfBaseException as error:  # e.g. an interpolation to a key that does not exist
         raise ConfigError(f"{error.full_key}: {str(error).splitlines()[0]}") from None
+    dataset = values.get("dataset") or {}
+    # None: to be read from data that is not there (an image folder that does not exist).
+    if None in (dataset.get("num_classes", 0), dataset.get("channels", 0)):
+        raise ConfigError(f"dataset: not found; {dataset.get('datamodule', {}).get('missing', 'no data')}")
     problem = schema_error(values)
     if problem is not None:
         raise ConfigError(problem)

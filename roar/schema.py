@@ -73,7 +73,8 @@ class DataModule(Section):
     """The keys of every datamodule in conf/dataset/ (each has a subset of them)."""
 
     batch_size: PositiveInt
-    val_fraction: ProperFraction | None = None
+    # A fraction of the images, or (an int) a number of them (roar.data.vision.holdout).
+    val_fraction: ProperFraction | PositiveInt | None = None
     test_fraction: ProperFraction | None = None
     split_seed: NonNegativeInt | None = None
     train_size: PositiveInt | None = None
@@ -95,7 +96,7 @@ class DataModule(Section):
     @model_validator(mode="after")
     def _splits_leave_training_images(self) -> DataModule:
         if self.val_fraction is not None and self.test_fraction is not None:
-            if self.val_fraction + self.test_fraction >= 1:
+            if isinstance(self.val_fraction, float) and self.val_fraction + self.test_fraction >= 1:
                 raise ValueError(
                     f"val_fraction + test_fraction is {self.val_fraction + self.test_fraction:g}: "
                     "it must stay below 1 to leave training images"

@@ -35,6 +35,17 @@ def test_presets_leave_the_trainer_to_the_command_line(tmp_path):
     assert cfg.trainer.accelerator == "gpu" and cfg.trainer.max_epochs == 30
 
 
+def grid_rows(done, run_dir) -> list[dict]:
+    """results.csv of a finished run whose grid is fullgrad and random at 0 and 50 %."""
+    assert done.returncode == 0, done.stderr[-3000:]
+    with open(run_dir / "results.csv") as f:
+        rows = list(csv.DictReader(f))
+    assert {(r["method"], float(r["fraction"])) for r in rows} == {
+        (m, f) for m in ("fullgrad", "random") for f in (0.0, 0.5)
+    }
+    return rows
+
+
 def test_mnist_preset_runs_end_to_end_on_mnist_files(run_roar, tmp_path):
     dataset_files.write_mnist(tmp_path / "data", train=200, test=50)
     done = run_roar(
@@ -43,11 +54,6 @@ def test_mnist_preset_runs_end_to_end_on_mnist_files(run_roar, tmp_path):
         "roar.fractions=[0.5]",
         "method=[fullgrad,random]", "logger=none", "hydra.run.dir=run",
     )  # fmt: skip
-    assert done.returncode == 0, done.stderr[-3000:]
-    with open(tmp_path / "run" / "results.csv") as f:
-        rows = list(csv.DictReader(f))
-    assert {(r["method"], float(r["fraction"])) for r in rows} == {
-        (m, f) for m in ("fullgrad", "random") for f in (0.0, 0.5)
-    }
+    rows = grid_rows(done, tmp_path / "run")
     unmodified = float(next(r for r in rows if float(r["fraction"]) == 0)["test_acc"])
     assert unmodified > 0.5  # the class squares are learnable; chance is 0.1
