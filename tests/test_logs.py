@@ -77,8 +77,8 @@ def test_the_demo_grid_logged_to_a_file_is_small_has_no_repeated_warning_and_sho
 
 
 def test_a_base_model_at_chance_stops_the_run_with_one_line_unless_asked_to_proceed(tmp_path):
-    # Learning rate 0: the trained model is its random initialisation.
-    overrides = ["model.optimizer.lr=0", "trainer.max_epochs=1", "method=random", "roar.fractions=[0.5]",
+    # Learning rate 1e-12 (the schema refuses 0): the trained model is its random initialisation.
+    overrides = ["model.optimizer.lr=1e-12", "trainer.max_epochs=1", "method=random", "roar.fractions=[0.5]",
                  "logger=none", "hydra.run.dir=run"]  # fmt: skip
     done = run_command("roar", *overrides, cwd=tmp_path)
     assert done.returncode == 2
@@ -104,11 +104,11 @@ def test_a_base_model_at_chance_stops_the_run_with_one_line_unless_asked_to_proc
 def test_a_run_that_crashes_leaves_the_traceback_in_its_directory(tmp_path):
     # A value no check before the run knows to refuse: AdamW raises when the first fit builds it.
     done = run_command(
-        "roar", "model.optimizer.weight_decay=-1", "logger=none", "hydra.run.dir=run", cwd=tmp_path
+        "roar", "+model.optimizer.betas=[2.0,0.999]", "logger=none", "hydra.run.dir=run", cwd=tmp_path
     )
     assert done.returncode != 0
     failed = (tmp_path / "run" / "failed.txt").read_text()
-    assert failed.startswith("Traceback") and "Invalid weight_decay value: -1" in failed
+    assert failed.startswith("Traceback") and "Invalid beta parameter at index 0: 2.0" in failed
 
 
 def test_the_time_left_counts_only_the_cells_that_were_computed(caplog):
