@@ -100,7 +100,7 @@ def test_a_scanned_logger_target_that_is_not_a_logger_is_refused_and_never_run(k
         "roar-report: error: received/0/.hydra/config.yaml: logger._target_ 'torch.load' is not a logger"
     )
     assert line.startswith(expected), line
-    assert "pytorch_lightning.loggers.CSVLogger" in line and "pytorch_lightning.loggers.WandbLogger" in line
+    assert "pytorch_lightning.loggers.CSVLogger" in line and "roar.report.RoarWandbLogger" in line
     assert not marker.exists() and not (tmp_path / "received" / "results.csv").exists()
     # The payload is live: loading it as the file asked would have run it.
     pickle.loads(payload.read_bytes())
