@@ -128,7 +128,7 @@ def test_stages_csv_says_computed_when_no_last_ckpt_was_there_to_resume_from(tmp
 def test_ctrl_c_mid_fit_says_what_was_kept_and_the_rerun_resumes_from_the_last_epoch(tmp_path, caplog):
     # A learning rate too small to change any prediction: validation accuracy never improves after the
     # first epoch, so last.ckpt must be written for every epoch, not only at a new best.
-    overrides = [*SMALL, "trainer.max_epochs=6", "model.optimizer.lr=1e-12"]
+    overrides = [*SMALL, "trainer.max_epochs=6", "model.optimizer.lr=1e-12", "roar.proceed_at_chance=true"]
     cfg = compose_config(tmp_path, *overrides)
     last = (
         StageCache(tmp_path / "cache").directory("train", spec_key(training_spec(cfg, 0, None)))
