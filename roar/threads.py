@@ -114,6 +114,12 @@ def policy_threads(environ=os.environ, proc: Path = Path("/proc/self")) -> tuple
 def apply_thread_policy() -> int:
     """Set torch's intra-op thread count by the policy (unless OMP_NUM_THREADS chose it); returns it."""
     if "OMP_NUM_THREADS" in os.environ:
+        # Set again, not only read: something in this process may have changed torch's count since it
+        # loaded (a library, a benchmark), and the count is part of the cache key.
+        try:
+            torch.set_num_threads(int(os.environ["OMP_NUM_THREADS"].split(",")[0]))
+        except ValueError:  # not a count; OpenMP itself ignores it too
+            pass
         log.info("threads: %d (OMP_NUM_THREADS)", torch.get_num_threads())
         return torch.get_num_threads()
     threads, reason = policy_threads()

@@ -192,10 +192,13 @@ def test_benchmarks_without_images_or_cuda_say_skipped(monkeypatch, tmp_path):
     from benchmarks import cifar, gpu
 
     monkeypatch.chdir(tmp_path)  # no data/ archive here, and no ../shared beside it
+    threads = torch.get_num_threads()
+    monkeypatch.setattr(torch, "set_num_threads", lambda n: None)  # the bench's 2 threads stay there
     monkeypatch.delenv("ROAR_CIFAR10_JPG", raising=False)
     assert cifar.run() == ["cpu CIFAR-10 accuracy against time: skipped: no CIFAR-10 images"]
     if not torch.cuda.is_available():
         assert all(row.endswith("skipped: no CUDA device") for row in gpu.run())
+    assert torch.get_num_threads() == threads
 
 
 def test_gpu_rows_run_on_any_device():

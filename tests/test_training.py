@@ -9,7 +9,7 @@ import torch
 from hydra.utils import instantiate
 
 from roar.cache import Work
-from roar.training import RngStateInCheckpoint, StageProgressBar, resumable_checkpoint, train_classifier
+from roar.training import RngStateInCheckpoint, resumable_checkpoint, train_classifier
 from tests.conftest import compose_config
 
 
@@ -62,13 +62,13 @@ def test_last_ckpt_is_rewritten_after_every_epoch_not_only_at_a_new_best(tmp_pat
     cfg = compose_config(tmp_path, "trainer.max_epochs=4", "model.optimizer.lr=1e-12")
     last = tmp_path / "work" / "checkpoints" / "last.ckpt"
     seen = []
-    start_epoch = StageProgressBar.on_train_epoch_start
+    start_epoch = RngStateInCheckpoint.on_train_epoch_start  # a callback every fit has (bars need a terminal)
 
     def record_last_ckpt(self, trainer, *args):
         seen.append(torch.load(last, weights_only=True)["epoch"] if last.exists() else None)
         start_epoch(self, trainer, *args)
 
-    monkeypatch.setattr(StageProgressBar, "on_train_epoch_start", record_last_ckpt)
+    monkeypatch.setattr(RngStateInCheckpoint, "on_train_epoch_start", record_last_ckpt)
     trained = _fit(cfg, tmp_path / "work")
     assert seen == [None, 0, 1, 2]  # at each epoch's start, last.ckpt holds the epoch before
     assert torch.load(last, weights_only=True)["epoch"] == 3
