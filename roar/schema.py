@@ -202,6 +202,9 @@ def _values(node: Any) -> Any:
     return node
 
 
+UNION_MEMBERS = {"constrained-float", "constrained-int", "int", "float"}
+
+
 def schema_error(values: dict) -> str | None:
     """The first value of `values` (the resolved configuration as a dict) that the schema refuses, as one
     line naming its key (`trainer.max_epochs: True: input should be a valid integer`), or None."""
@@ -209,7 +212,9 @@ def schema_error(values: dict) -> str | None:
         Config.model_validate(_values(values))
     except ValidationError as error:
         first = error.errors()[0]
-        key = "".join(f"[{part}]" if isinstance(part, int) else f".{part}" for part in first["loc"])
+        # A union's member is named in the location (`val_fraction.constrained-float`): not a key.
+        parts = [part for part in first["loc"] if not (isinstance(part, str) and part in UNION_MEMBERS)]
+        key = "".join(f"[{part}]" if isinstance(part, int) else f".{part}" for part in parts)
         key = key.lstrip(".")
         message = first["msg"].removeprefix("Value error, ")
         message = message[0].lower() + message[1:]
