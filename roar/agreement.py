@@ -34,7 +34,7 @@ from omegaconf import DictConfig, OmegaConf  # noqa: E402
 from scipy.stats import kendalltau  # noqa: E402
 
 from roar.config import ConfigError  # noqa: E402
-from roar.files import atomic_write  # noqa: E402
+from roar.files import UNREADABLE_TORCH_FILE, atomic_write  # noqa: E402
 from roar.report import PER_IMAGE  # noqa: E402
 from roar.summary import area_under_curve  # noqa: E402
 
@@ -137,12 +137,21 @@ def _results_rows(run_dir: Path, value: str | None) -> tuple[list[dict], str]:
     raise ConfigError(f"{run_dir}: no results table (a CSV with method, fraction and seed columns)")
 
 
+def _per_image(path: Path) -> dict:
+    """per_image.pt as tensors and plain values only: `weights_only` refuses anything else in the pickle
+    (code that would run on loading, say) rather than run it."""
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except UNREADABLE_TORCH_FILE as error:
+        reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        raise ConfigError(f"{path}: not a per-image values file roar wrote ({reason})") from None
+
+
 def load_protocol(run_dir: Path) -> Protocol:
     """A run's configuration, ranking and values (per image where per_image.pt has them)."""
     cfg = _config(run_dir)
     ranks, aucs = _read_summary(run_dir)
-    per_image = run_dir / PER_IMAGE
-    stored = torch.load(per_image, map_location="cpu", weights_only=True) if per_image.is_file() else None
+    stored = _per_image(run_dir / PER_IMAGE) if (run_dir / PER_IMAGE).is_file() else None
     rows, _ = _results_rows(run_dir, stored["value"] if stored else None)
     entries = stored["rows"] if stored else []
     images = {(r["method"], r["fraction"], r["seed"]): r["values"].double().numpy() for r in entries}
