@@ -19,5 +19,7 @@ run roar_digits_road experiment=digits seeds=[0,1,2] roar.fill=road
 run kar_digits experiment=digits roar.mode=kar
 run leakage_digits experiment=digits task=leakage
 run perturbation_digits experiment=digits task=perturbation "task.fractions=[0.03,0.1,0.2,0.3,0.5]"
+run randomization_digits experiment=digits task=randomization \
+  "method=[fullgrad,input_gradient,integrated_gradients,smoothgrad,gradcam,random,sobel]"
 run roar_synthetic dataset=synthetic method=[oracle,fullgrad,random] "roar.fractions=[0.05,0.140625,0.3]" \
   trainer.max_epochs=6

@@ -32,7 +32,7 @@ from typing import Any
 import torch
 from filelock import FileLock, Timeout
 
-from roar.files import UNREADABLE_TORCH_FILE, atomic_write
+from roar.files import UNREADABLE_TORCH_FILE, atomic_write, save_torch
 
 log = logging.getLogger(__name__)
 
@@ -188,8 +188,7 @@ class StageCache:
             stale.unlink()
         work.dir.mkdir(exist_ok=True)
         artifact = compute(work)
-        with atomic_write(directory / ARTIFACT) as tmp:
-            torch.save(artifact, tmp)
+        save_torch(artifact, directory / ARTIFACT)
         manifest = {
             "stage": stage,
             "spec": spec,

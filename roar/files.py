@@ -51,3 +51,13 @@ def atomic_write(path: Path) -> Iterator[Path]:
             os.fsync(directory)
     finally:
         os.close(directory)
+
+
+def save_torch(obj, path: Path) -> None:
+    """`torch.save` through `atomic_write`, into a Python file object: torch's own writer, given a path,
+    reports a full disk as a RuntimeError ("unexpected pos"), a Python file's write() as the OSError
+    (ENOSPC) that the entry point turns into one line."""
+    import torch  # here: roar.files is imported by code that does not need torch loaded
+
+    with atomic_write(path) as tmp, open(tmp, "wb") as f:
+        torch.save(obj, f)

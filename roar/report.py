@@ -15,7 +15,7 @@ import torch  # noqa: E402
 from pytorch_lightning.loggers import WandbLogger  # noqa: E402
 from pytorch_lightning.utilities import rank_zero_only  # noqa: E402
 
-from roar.files import atomic_write  # noqa: E402
+from roar.files import atomic_write, save_torch  # noqa: E402
 from roar.summary import ranking_markdown, seed_counts, seeds_note, summarize, write_ranking  # noqa: E402
 
 COLUMNS = ("method", "fraction", "seed", "test_acc", "val_acc")
@@ -69,8 +69,7 @@ def write_per_image(rows: list[dict], path: Path, value: str) -> None:
     entries = [{"method": r["method"], "fraction": r["fraction"], "seed": r["seed"],
                 "values": r["per_image"].detach().float().cpu()}
                for r in sorted(measured, key=lambda r: (r["method"], r["fraction"], r["seed"]))]  # fmt: skip
-    with atomic_write(path) as tmp:
-        torch.save({"value": value, "rows": entries}, tmp)
+    save_torch({"value": value, "rows": entries}, path)
 
 
 def read_csv(path: Path) -> list[dict]:

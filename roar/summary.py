@@ -52,7 +52,7 @@ def seeds_note(counts: dict[str, int]) -> str:
     """How many seeds the figures and tables average over, in words: n=1 says so."""
     n = sorted(set(counts.values()))
     if n == [1]:
-        return "n=1 seed: one training per cell, so no spread over seeds is shown"
+        return "n=1 seed, so no spread over seeds is shown"
     if len(n) == 1:
         return f"mean ± std over n={n[0]} seeds"
     return f"mean ± std over n={n[0]}–{n[-1]} seeds per method"

@@ -17,7 +17,7 @@ from pytorch_lightning.plugins import TorchCheckpointIO
 from roar.cache import Work
 from roar.console import interactive
 from roar.data import TensorDataModule
-from roar.files import UNREADABLE_TORCH_FILE, atomic_write
+from roar.files import UNREADABLE_TORCH_FILE, save_torch
 from roar.interrupt import Interrupted
 from roar.models import ImageClassifier
 
@@ -65,8 +65,7 @@ class AtomicCheckpointIO(TorchCheckpointIO):
     def save_checkpoint(self, checkpoint: dict, path, storage_options=None) -> None:
         path = Path(path)
         path.parent.mkdir(parents=True, exist_ok=True)
-        with atomic_write(path) as tmp:
-            torch.save(checkpoint, tmp)
+        save_torch(checkpoint, path)
 
 
 def resumable_checkpoint(path: Path) -> Path | None:

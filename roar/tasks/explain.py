@@ -68,15 +68,22 @@ def plot_gallery(
         rows, columns, figsize=(columns * CELL_INCHES, rows * CELL_INCHES), dpi=DPI, squeeze=False
     )
     for i, image in enumerate(images.permute(0, 2, 3, 1).numpy()):
-        axes[i, 0].imshow(image[..., 0] if image.shape[-1] == 1 else image, cmap="gray", vmin=0, vmax=1)
+        picture = image[..., 0] if image.shape[-1] == 1 else image
+        axes[i, 0].imshow(picture, cmap="gray", vmin=0, vmax=1)
         axes[i, 0].set(xticks=[], yticks=[])
         axes[i, 0].set_ylabel(row_labels[i], fontsize=8)
         for j, (name, method_maps) in enumerate(maps.items(), start=1):
             shown = method_maps[i] - method_maps[i].min()  # contrast above the map's floor, as the authors
-            visualization.visualize_image_attr(
-                shown.numpy()[..., None], image, method="blended_heat_map", sign="absolute_value",
-                plt_fig_axis=(fig, axes[i, j]), cmap="jet", alpha_overlay=0.55, use_pyplot=False,
-            )  # fmt: skip
+            if shown.max() > 0:
+                visualization.visualize_image_attr(
+                    shown.numpy()[..., None], image, method="blended_heat_map", sign="absolute_value",
+                    plt_fig_axis=(fig, axes[i, j]), cmap="jet", alpha_overlay=0.55, use_pyplot=False,
+                )  # fmt: skip
+            else:  # a constant map (e.g. Grad-CAM of a randomised model) has nothing to scale: say so
+                axes[i, j].imshow(picture, cmap="gray", vmin=0, vmax=1)
+                axes[i, j].text(0.5, 0.5, "constant", ha="center", va="center", color="red", fontsize=7,
+                                transform=axes[i, j].transAxes)  # fmt: skip
+                axes[i, j].set(xticks=[], yticks=[])
             if i == 0:
                 axes[i, j].set_title(name, fontsize=9)
     axes[0, 0].set_title("image", fontsize=9)

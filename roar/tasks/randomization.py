@@ -276,11 +276,10 @@ def run(cfg: DictConfig, order: str, num_images: int) -> Path:
     `per_image`), randomization_curve.png (Spearman), randomization_metrics.png (all three against the
     layers), randomization_gallery.png (the first test image's maps at every step of the first seed),
     stages.csv, summary.md/.csv (lower similarity is better) and the logger."""
-    what = "from the logits down, one more at each step" if order == "cascading" else "one at a time"
     out = report.Outputs(
         csv="randomization.csv",
         curve="randomization_curve.png",
-        title=f"Model-parameter randomisation on {cfg.dataset.name} ({order}: layers {what})",
+        title=f"Model-parameter randomisation on {cfg.dataset.name}, {order}",  # the x-axis says how
         value="spearman",
         columns=COLUMNS,
         xlabel=(
