@@ -157,10 +157,13 @@ class Trainer(Section):
 
 
 class MethodParameters(Section):
-    """The seed of the methods that draw noise; the rest each method checks when it is constructed
+    """The seed of the methods that draw noise and the blur of every method's maps; the rest each method
+    checks when it is constructed
     (roar/config.py), where torch would take a seed of the wrong type for an error of its own."""
 
     seed: NonNegativeInt | None = None
+    # Not a parameter of the method: a Gaussian blur of its maps (roar.saliency.PixelSaliency), 0 for none.
+    blur_sigma: NonNegativeFloat | None = None
 
 
 class Logger(Section):
