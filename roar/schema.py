@@ -28,6 +28,11 @@ ClassCount = Annotated[int, Field(ge=2)]
 
 # explain.target: which class each gallery map explains.
 EXPLAIN_TARGETS = ("label", "predicted")
+# task=perturbation (roar/tasks/perturbation.py): which entries first (least or most salient), removing them
+# or restoring them, and what is measured.
+ORDERS = ("lerf", "morf")
+PERTURBATION_MODES = ("deletion", "insertion")
+METRICS = ("logit_change", "probability", "accuracy")
 
 
 def _devices(value: Any) -> Any:
@@ -63,10 +68,21 @@ class Explain(Section):
     logit_shares: bool
 
 
+def _orders(value: Any) -> Any:
+    """task.order: one of ORDERS, or a list of distinct ones (both: SRG)."""
+    if value in ORDERS or (isinstance(value, list) and value and len(set(value)) == len(value) <= len(ORDERS)
+                           and all(order in ORDERS for order in value)):  # fmt: skip
+        return value
+    raise ValueError(f"give {' or '.join(ORDERS)}, or both as [{','.join(ORDERS)}]")
+
+
 class Task(Section):
     # Only the tasks without retraining have their own fractions and fill (conf/task/perturbation.yaml).
     fractions: Annotated[list[ProperFraction], Field(min_length=1)] | None = None
     fill: Literal[FILLS] | None = None
+    order: Annotated[Any, AfterValidator(_orders)] = None
+    mode: Literal[PERTURBATION_MODES] | None = None
+    metric: Literal[METRICS] | None = None
 
 
 class DataModule(Section):

@@ -34,6 +34,22 @@ from tests.conftest import compose_config
             "task.fill: 'grey': input should be 'mean', 'zero', 'blur' or 'road'",
         ),
         (
+            ["task=perturbation", "task.order=up"],
+            "task.order: 'up': give lerf or morf, or both as [lerf,morf]",
+        ),
+        (
+            ["task=perturbation", "task.order=[morf,morf]"],
+            "task.order: ['morf', 'morf']: give lerf or morf, or both as [lerf,morf]",
+        ),
+        (
+            ["task=perturbation", "task.mode=both"],
+            "task.mode: 'both': input should be 'deletion' or 'insertion'",
+        ),
+        (
+            ["task=perturbation", "task.metric=auc"],
+            "task.metric: 'auc': input should be 'logit_change', 'probability' or 'accuracy'",
+        ),
+        (
             ["method.fullgrad.blur_sigma=-1.0"],
             "method.fullgrad.blur_sigma: -1.0: input should be greater than or equal to 0",
         ),
@@ -85,6 +101,23 @@ def test_bad_option_on_the_command_line_is_one_line_before_any_compute(run_roar,
         "roar: error: method: oracle returns the true informative pixels and needs a dataset that knows "
         "them (dataset=synthetic); dataset=digits does not"
     ]
+    assert not (tmp_path / "cache").exists()
+
+
+@pytest.mark.parametrize(
+    "override,message",
+    [
+        ("task.order=up", "task.order: 'up': give lerf or morf, or both as [lerf,morf]"),
+        (
+            "task.metric=auc",
+            "task.metric: 'auc': input should be 'logit_change', 'probability' or 'accuracy'",
+        ),
+    ],
+)
+def test_an_unknown_perturbation_option_stops_the_cli_with_one_line(run_roar, tmp_path, override, message):
+    done = run_roar("task=perturbation", override, "logger=none", "hydra.run.dir=run")
+    assert done.returncode == 2
+    assert done.stderr.strip().splitlines() == [f"roar: error: {message}"]
     assert not (tmp_path / "cache").exists()
 
 
