@@ -41,6 +41,15 @@ from tests.conftest import compose_config
             ["task=perturbation", "task.order=[morf,morf]"],
             "task.order: ['morf', 'morf']: give lerf or morf, or both as [lerf,morf]",
         ),
+        # task.order means one thing to each task that has it.
+        (
+            ["task=perturbation", "task.order=cascading"],
+            "task.order: 'cascading': give lerf or morf, or both as [lerf,morf]",
+        ),
+        (
+            ["task=randomization", "task.order=morf"],
+            "task.order: 'morf': input should be 'cascading' or 'independent'",
+        ),
         (
             ["task=perturbation", "task.mode=both"],
             "task.mode: 'both': input should be 'deletion' or 'insertion'",

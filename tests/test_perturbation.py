@@ -10,6 +10,7 @@ from torch import nn
 
 from roar.app import experiment
 from roar.removal import FILLS
+from roar.report import PER_IMAGE
 from roar.schema import METRICS, ORDERS, PERTURBATION_MODES
 from roar.summary import area_under_curve
 from roar.tasks.perturbation import lower_is_better, removal_curves
@@ -178,7 +179,7 @@ def test_both_orders_give_each_its_report_and_srg_in_the_run_directory(tmp_path)
         "logger=none", "method=[fullgrad,random]",
     )  # fmt: skip
     run_dir = experiment(cfg)
-    auc = {}
+    auc, values = {}, {}
     for order in ORDERS:
         assert list(_rows(run_dir / order / "perturbation.csv")[0]) == [
             "method",
@@ -188,6 +189,9 @@ def test_both_orders_give_each_its_report_and_srg_in_the_run_directory(tmp_path)
         ]
         assert (run_dir / order / "perturbation_curve.png").stat().st_size > 10_000
         auc[order] = {r["method"]: float(r["auc_mean"]) for r in _rows(run_dir / order / "summary.csv")}
+        per_image = torch.load(run_dir / order / PER_IMAGE, weights_only=True)
+        assert per_image["value"] == "probability" and len(per_image["rows"]) == 6
+        values[order] = {(r["method"], r["fraction"]): r["values"] for r in per_image["rows"]}
     # Insertion of the least salient first should keep the probability low: lower is better for LeRF.
     assert "lower is better" in (run_dir / "lerf" / "summary.md").read_text()
     assert "higher is better" in (run_dir / "morf" / "summary.md").read_text()
@@ -198,6 +202,14 @@ def test_both_orders_give_each_its_report_and_srg_in_the_run_directory(tmp_path)
         assert float(row["srg"]) == pytest.approx(
             float(row["probability_lerf"]) - float(row["probability_morf"])
         )
+    # Per image (for roar-report --agreement), SRG's values are LeRF's minus MoRF's, averaging to the CSV's.
+    per_image = torch.load(run_dir / PER_IMAGE, weights_only=True)
+    assert per_image["value"] == "srg"
+    means = {(r["method"], float(r["fraction"])): float(r["srg"]) for r in rows}
+    for row in per_image["rows"]:
+        cell = (row["method"], row["fraction"])
+        assert torch.equal(row["values"], values["lerf"][cell] - values["morf"][cell])
+        assert row["values"].mean().item() == pytest.approx(means[cell], abs=1e-6)
     srg = {r["method"]: float(r["auc_mean"]) for r in _rows(run_dir / "summary.csv")}
     for method in ("fullgrad", "random"):
         assert srg[method] == pytest.approx(auc["lerf"][method] - auc["morf"][method], abs=1e-12)
