@@ -70,14 +70,16 @@ class Protocol:
 
 def protocol_name(cfg: DictConfig) -> str:
     """The protocol a run measured, from its configuration: `ROAR mean`, `KAR road`, `leakage`,
-    `perturbation zero`, ... (a task's own options under `task.`, e.g. order, mode, fill, metric, follow
-    its name)."""
+    `perturbation lerf deletion zero logit_change`, ... (a task's own options under `task.`, order, mode,
+    fill and metric, follow its name; both orders of task=perturbation are `SRG`)."""
     task = str(cfg.task._target_).split(".")[-2]  # roar.tasks.<task>.run
     if task == "roar":
         return f"{cfg.roar.mode.upper()} {cfg.roar.fill}"
     if task == "leakage":
         return "leakage" if cfg.roar.mode == "roar" else f"leakage ({cfg.roar.mode.upper()} masks)"
-    options = [str(cfg.task[key]) for key in ("order", "mode", "fill", "metric") if key in cfg.task]
+    # Both orders of task=perturbation (task.order=[lerf,morf]) rank by SRG, LeRF's area minus MoRF's.
+    options = ["SRG" if OmegaConf.is_list(cfg.task[key]) else str(cfg.task[key])
+               for key in ("order", "mode", "fill", "metric") if key in cfg.task]  # fmt: skip
     return " ".join([task, *options])
 
 

@@ -22,7 +22,7 @@ from roar.console import GridProgress, outcome
 from roar.data import TensorDataModule
 from roar.data.datamodule import SPLITS, unit_range
 from roar.errors import ConfigError
-from roar.removal import fill_value, ranking_reduction, removal_mask, remove
+from roar.removal import IMAGE_FILLS, fill_value, ranking_reduction, removal_mask, remove
 from roar.report import fit_logger
 from roar.saliency.fullgrad import CompletenessError
 from roar.training import build_classifier, device_of, load_classifier, train_classifier
@@ -157,6 +157,8 @@ def train_stage(
 def saliency_spec(cfg: DictConfig, method: str) -> dict:
     params = _plain(cfg.method[method])
     target = params.pop("_target_")
+    if not params.get("blur_sigma"):  # unblurred maps keep the keys they had before maps could be blurred
+        params.pop("blur_sigma", None)
     spec = {
         "base": spec_key(training_spec(cfg, cfg.seed, None)),
         "method": method,
@@ -267,11 +269,12 @@ def removed_datamodule(
 ) -> TensorDataModule:
     """The dataset with the top `fraction` of each image's pixels removed (`mode=roar`) or all but them
     (`kar`), filled with `fill` (roar/removal.py); `seed` breaks ranking ties and draws ROAD's noise.
-    Mean and zero fills are applied per batch on the training device; ROAD's imputation once, here."""
+    Mean and zero fills are applied per batch on the training device; the fills computed from the images
+    (blur, ROAD's imputation) once, here."""
     generator = torch.Generator().manual_seed(seed)
     # Every mask is drawn before any noise: the masks are the same whatever the fill.
     masks = removal_masks(maps, fraction, generator, mode)
-    if fill == "road":
+    if fill in IMAGE_FILLS:
         images = {
             split: remove(
                 unit_range(datamodule.splits[split].images), masks[split], fill, datamodule.mean, generator

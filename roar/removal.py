@@ -9,7 +9,8 @@ remove, and fill them.
   complement of ROAR's mask at the same fraction.
 - fill (`roar.fill`), in the raw image space ([0, 1], before the per-batch normalisation): `mean` is the
   per-channel training-set mean (ROAR's default, which the network sees as exactly 0), `zero` is raw 0
-  (black), `road` is ROAD's noisy linear imputation (roar/imputation.py).
+  (black), `blur` is the image's own Gaussian blur (sigma: BLUR_FILL_SHARE of its shorter side), `road`
+  is ROAD's noisy linear imputation (roar/imputation.py).
 """
 
 from __future__ import annotations
@@ -17,10 +18,15 @@ from __future__ import annotations
 import torch
 
 from roar.imputation import noisy_linear_impute
+from roar.saliency.base import gaussian_blur
 
 RANK_BY = ("pixel", "element")
 MODES = ("roar", "kar")
-FILLS = ("mean", "zero", "road")
+FILLS = ("mean", "zero", "blur", "road")
+# The fills computed from each image itself (the others are one constant per channel).
+IMAGE_FILLS = ("blur", "road")
+# The blur fill's sigma as a share of the image's shorter side: 1 pixel on 8x8 digits, 4 on 32x32 CIFAR.
+BLUR_FILL_SHARE = 1 / 8
 # (rank_by, signed) -> the saliency reduction (roar.saliency.REDUCTIONS) whose maps are ranked; unsigned pixel
 # ranking uses the method's own `reduce` (abs_sum unless its config says otherwise).
 RANKING_REDUCTIONS = {
@@ -62,12 +68,18 @@ def removal_mask(
 
 
 def replace_pixels(images: torch.Tensor, mask: torch.Tensor, fill: torch.Tensor) -> torch.Tensor:
-    """Images with the masked entries set to `fill` (one value per channel).
+    """Images with the masked entries set to `fill`: one value per channel, or an image for every image.
 
     A pixel mask (N, H, W) replaces every channel of a pixel; an element mask (N, C, H, W) only its own.
     """
-    fill = fill.to(images).view(1, -1, 1, 1).expand_as(images)
+    fill = fill.to(images)
+    fill = fill.view(1, -1, 1, 1).expand_as(images) if fill.ndim == 1 else fill
     return torch.where(mask.unsqueeze(1) if mask.ndim == 3 else mask, fill, images)
+
+
+def blurred(images: torch.Tensor) -> torch.Tensor:
+    """The blur fill: each image under a Gaussian blur of BLUR_FILL_SHARE of its shorter side."""
+    return gaussian_blur(images, BLUR_FILL_SHARE * min(images.shape[-2:]))
 
 
 def remove(
@@ -82,6 +94,8 @@ def remove(
     mask = mask.to(images.device)  # maps (hence masks) live on the CPU; images may sit on the GPU
     if fill == "road":
         return noisy_linear_impute(images, mask, generator)
+    if fill == "blur":
+        return replace_pixels(images, mask, blurred(images))
     return replace_pixels(images, mask, fill_value(fill, mean))
 
 

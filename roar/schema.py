@@ -28,6 +28,11 @@ ClassCount = Annotated[int, Field(ge=2)]
 
 # explain.target: which class each gallery map explains.
 EXPLAIN_TARGETS = ("label", "predicted")
+# task=perturbation (roar/tasks/perturbation.py): which entries first (least or most salient), removing them
+# or restoring them, and what is measured.
+ORDERS = ("lerf", "morf")
+PERTURBATION_MODES = ("deletion", "insertion")
+METRICS = ("logit_change", "probability", "accuracy")
 # task.order of task=randomization: the layers re-initialised from the logits down, one more at each step,
 # or each on its own (roar/tasks/randomization.py).
 RANDOMIZATION_ORDERS = ("cascading", "independent")
@@ -66,13 +71,45 @@ class Explain(Section):
     logit_shares: bool
 
 
+def _orders(value: Any) -> Any:
+    """task.order of task=perturbation: one of ORDERS, or a list of distinct ones (both: SRG)."""
+    if value in ORDERS or (isinstance(value, list) and value and len(set(value)) == len(value) <= len(ORDERS)
+                           and all(order in ORDERS for order in value)):  # fmt: skip
+        return value
+    raise ValueError(f"give {' or '.join(ORDERS)}, or both as [{','.join(ORDERS)}]")
+
+
 class Task(Section):
-    # Only the tasks without retraining have their own fractions and fill (conf/task/perturbation.yaml).
+    """The options every task may have: none. A task with options of its own has its own model in TASKS,
+    chosen by the task's name (the module of its `_target_`), so that one key (`order`) can mean one thing
+    to one task and another to another."""
+
+
+class PerturbationTask(Task):
+    """conf/task/perturbation.yaml (roar/tasks/perturbation.py)."""
+
     fractions: Annotated[list[ProperFraction], Field(min_length=1)] | None = None
     fill: Literal[FILLS] | None = None
-    # task=randomization (conf/task/randomization.yaml).
+    order: Annotated[Any, AfterValidator(_orders)] = None
+    mode: Literal[PERTURBATION_MODES] | None = None
+    metric: Literal[METRICS] | None = None
+
+
+class RandomizationTask(Task):
+    """conf/task/randomization.yaml (roar/tasks/randomization.py)."""
+
     order: Literal[RANDOMIZATION_ORDERS] | None = None
     num_images: PositiveInt | None = None
+
+
+# roar.tasks.<name>.run -> the model of its options; the other tasks have none (Task).
+TASKS: dict[str, type[Task]] = {"perturbation": PerturbationTask, "randomization": RandomizationTask}
+
+
+def task_name(task: dict) -> str | None:
+    """The name of the task whose `_target_` is roar.tasks.<name>.run (None for a target elsewhere)."""
+    parts = str(task.get("_target_", "")).split(".")
+    return parts[2] if len(parts) == 4 and parts[:2] == ["roar", "tasks"] else None
 
 
 class DataModule(Section):
@@ -163,10 +200,13 @@ class Trainer(Section):
 
 
 class MethodParameters(Section):
-    """The seed of the methods that draw noise; the rest each method checks when it is constructed
+    """The seed of the methods that draw noise and the blur of every method's maps; the rest each method
+    checks when it is constructed
     (roar/config.py), where torch would take a seed of the wrong type for an error of its own."""
 
     seed: NonNegativeInt | None = None
+    # Not a parameter of the method: a Gaussian blur of its maps (roar.saliency.PixelSaliency), 0 for none.
+    blur_sigma: NonNegativeFloat | None = None
 
 
 class Logger(Section):
@@ -211,22 +251,35 @@ def _values(node: Any) -> Any:
 UNION_MEMBERS = {"constrained-float", "constrained-int", "int", "float"}
 
 
+def _error_line(error: ValidationError, prefix: tuple = ()) -> str:
+    """The first error of `error` as one line naming its key (`prefix` + its location)."""
+    first = error.errors()[0]
+    # A union's member is named in the location (`val_fraction.constrained-float`): not a key.
+    parts = [
+        part for part in (*prefix, *first["loc"]) if not (isinstance(part, str) and part in UNION_MEMBERS)
+    ]
+    key = "".join(f"[{part}]" if isinstance(part, int) else f".{part}" for part in parts)
+    key = key.lstrip(".")
+    message = first["msg"].removeprefix("Value error, ")
+    message = message[0].lower() + message[1:]
+    if first["type"] == "missing":
+        return f"{key}: required"
+    if first["type"] == "value_error" and isinstance(first["input"], dict):
+        return f"{key}: {message}"  # a check over several of the section's values
+    return f"{key}: {first['input']!r}: {message}"
+
+
 def schema_error(values: dict) -> str | None:
     """The first value of `values` (the resolved configuration as a dict) that the schema refuses, as one
-    line naming its key (`trainer.max_epochs: True: input should be a valid integer`), or None."""
+    line naming its key (`trainer.max_epochs: True: input should be a valid integer`), or None. The task's
+    options are checked by the model of that task (TASKS), once the rest has passed."""
     try:
         Config.model_validate(_values(values))
     except ValidationError as error:
-        first = error.errors()[0]
-        # A union's member is named in the location (`val_fraction.constrained-float`): not a key.
-        parts = [part for part in first["loc"] if not (isinstance(part, str) and part in UNION_MEMBERS)]
-        key = "".join(f"[{part}]" if isinstance(part, int) else f".{part}" for part in parts)
-        key = key.lstrip(".")
-        message = first["msg"].removeprefix("Value error, ")
-        message = message[0].lower() + message[1:]
-        if first["type"] == "missing":
-            return f"{key}: required"
-        if first["type"] == "value_error" and isinstance(first["input"], dict):
-            return f"{key}: {message}"  # a check over several of the section's values
-        return f"{key}: {first['input']!r}: {message}"
+        return _error_line(error)
+    task = values.get("task") or {}
+    try:
+        TASKS.get(task_name(task), Task).model_validate(_values(task))
+    except ValidationError as error:
+        return _error_line(error, ("task",))
     return None

@@ -188,6 +188,20 @@ def test_the_report_logs_its_tables_and_heat_map_to_a_wandb_run_of_its_own(tmp_p
     assert list((media / "images").glob("agreement_*.png"))
 
 
+@pytest.mark.parametrize(
+    "task,name",
+    [
+        ({"order": "morf", "mode": "insertion", "fill": "blur", "metric": "probability"},
+         "perturbation morf insertion blur probability"),
+        ({"order": ["lerf", "morf"], "mode": "deletion", "fill": "zero", "metric": "logit_change"},
+         "perturbation SRG deletion zero logit_change"),
+    ],
+)  # fmt: skip
+def test_a_perturbation_protocol_is_named_by_its_options_and_both_orders_by_srg(task, name):
+    cfg = OmegaConf.create({"task": {"_target_": "roar.tasks.perturbation.run", **task}})
+    assert agreement.protocol_name(cfg) == name
+
+
 def test_the_report_over_tiny_real_runs_of_three_protocols(tmp_path, capsys):
     tiny = ["trainer.max_epochs=1", "roar.fractions=[0.5]", "method=[fullgrad,random,input_gradient]",
             "logger=none", "roar.proceed_at_chance=true"]  # fmt: skip
@@ -219,8 +233,8 @@ def test_the_report_over_tiny_real_runs_of_three_protocols(tmp_path, capsys):
         pairs = list(csv.DictReader(f))
     assert [(p["protocol_a"], p["protocol_b"]) for p in pairs] == [
         ("ROAR mean", "leakage"),
-        ("ROAR mean", "perturbation zero"),
-        ("leakage", "perturbation zero"),
+        ("ROAR mean", "perturbation lerf deletion zero logit_change"),
+        ("leakage", "perturbation lerf deletion zero logit_change"),
     ]
     for pair in pairs:
         assert -1 <= float(pair["low"]) <= float(pair["high"]) <= 1 and int(pair["replicates"]) > 0

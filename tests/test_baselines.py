@@ -100,7 +100,9 @@ def test_integrated_gradients_are_complete_for_every_baseline(baseline):
     with torch.no_grad():
         model[-1].weight.mul_(10)  # logit gaps well above the quadrature error
     images, targets = _batch(n=4, dtype=torch.float64)
-    method = IntegratedGradients(model, n_steps=400, baseline=baseline, blur_sigma=1.5, steps_per_pass=400)
+    method = IntegratedGradients(
+        model, n_steps=400, baseline=baseline, baseline_sigma=1.5, steps_per_pass=400
+    )
     attributions = method.attribute(images, target=targets)
     with torch.no_grad():
         gap = (model(images) - model(method.baselines(images))).gather(1, targets.view(-1, 1)).squeeze(1)

@@ -6,6 +6,7 @@ import re
 
 import pytest
 import torch
+from omegaconf import open_dict
 
 from roar import saliency
 from roar.app import CONFIG_DIR, experiment
@@ -20,7 +21,7 @@ from tests.conftest import compose_config
 @pytest.mark.parametrize(
     "overrides,message",
     [
-        (["roar.fill=blur"], "roar.fill: 'blur': input should be 'mean', 'zero' or 'road'"),
+        (["roar.fill=grey"], "roar.fill: 'grey': input should be 'mean', 'zero', 'blur' or 'road'"),
         (["roar.mode=keep"], "roar.mode: 'keep': input should be 'roar' or 'kar'"),
         (["roar.rank_by=channel"], "roar.rank_by: 'channel': input should be 'pixel' or 'element'"),
         (["roar.signed=maybe"], "roar.signed: 'maybe': input should be a valid boolean"),
@@ -30,7 +31,36 @@ from tests.conftest import compose_config
         ),
         (
             ["task=perturbation", "task.fill=grey"],
-            "task.fill: 'grey': input should be 'mean', 'zero' or 'road'",
+            "task.fill: 'grey': input should be 'mean', 'zero', 'blur' or 'road'",
+        ),
+        (
+            ["task=perturbation", "task.order=up"],
+            "task.order: 'up': give lerf or morf, or both as [lerf,morf]",
+        ),
+        (
+            ["task=perturbation", "task.order=[morf,morf]"],
+            "task.order: ['morf', 'morf']: give lerf or morf, or both as [lerf,morf]",
+        ),
+        # task.order means one thing to each task that has it.
+        (
+            ["task=perturbation", "task.order=cascading"],
+            "task.order: 'cascading': give lerf or morf, or both as [lerf,morf]",
+        ),
+        (
+            ["task=randomization", "task.order=morf"],
+            "task.order: 'morf': input should be 'cascading' or 'independent'",
+        ),
+        (
+            ["task=perturbation", "task.mode=both"],
+            "task.mode: 'both': input should be 'deletion' or 'insertion'",
+        ),
+        (
+            ["task=perturbation", "task.metric=auc"],
+            "task.metric: 'auc': input should be 'logit_change', 'probability' or 'accuracy'",
+        ),
+        (
+            ["method.fullgrad.blur_sigma=-1.0"],
+            "method.fullgrad.blur_sigma: -1.0: input should be greater than or equal to 0",
         ),
         (
             ["method=[oracle,random]"],
@@ -83,6 +113,23 @@ def test_bad_option_on_the_command_line_is_one_line_before_any_compute(run_roar,
     assert not (tmp_path / "cache").exists()
 
 
+@pytest.mark.parametrize(
+    "override,message",
+    [
+        ("task.order=up", "task.order: 'up': give lerf or morf, or both as [lerf,morf]"),
+        (
+            "task.metric=auc",
+            "task.metric: 'auc': input should be 'logit_change', 'probability' or 'accuracy'",
+        ),
+    ],
+)
+def test_an_unknown_perturbation_option_stops_the_cli_with_one_line(run_roar, tmp_path, override, message):
+    done = run_roar("task=perturbation", override, "logger=none", "hydra.run.dir=run")
+    assert done.returncode == 2
+    assert done.stderr.strip().splitlines() == [f"roar: error: {message}"]
+    assert not (tmp_path / "cache").exists()
+
+
 def _keys(cfg):
     return {
         "base": spec_key(training_spec(cfg, cfg.seed, None)),
@@ -100,11 +147,22 @@ def _keys(cfg):
         ("roar.rank_by=element", {"saliency", "cell"}),
         ("roar.signed=true", {"saliency", "cell"}),
         ("roar.saliency_batch_size=7", set()),
+        ("method.fullgrad.blur_sigma=1.5", {"saliency", "cell"}),
+        ("method.fullgrad.blur_sigma=0", set()),
     ],
 )
 def test_each_option_changes_the_keys_of_exactly_the_stages_it_affects(tmp_path, override, changed):
     default, other = _keys(compose_config(tmp_path)), _keys(compose_config(tmp_path, override))
     assert {stage for stage in default if default[stage] != other[stage]} == changed
+
+
+def test_unblurred_maps_keep_the_key_of_a_config_without_blur_sigma(tmp_path):
+    with_key = compose_config(tmp_path)
+    without = compose_config(tmp_path)
+    with open_dict(without):
+        del without.method.fullgrad.blur_sigma
+    assert with_key.method.fullgrad.blur_sigma == 0
+    assert spec_key(saliency_spec(with_key, "fullgrad")) == spec_key(saliency_spec(without, "fullgrad"))
 
 
 def test_the_saliency_batch_size_is_in_the_key_of_methods_that_draw_noise(tmp_path):

@@ -1,6 +1,9 @@
 import pytest
 import torch
+from torchvision.transforms.v2.functional import gaussian_blur
 
+from roar.data import Split, TensorDataModule
+from roar.pipeline import removed_datamodule
 from roar.removal import pixels_to_remove, ranking_reduction, removal_mask, remove, replace_pixels
 from roar.saliency import REDUCTIONS
 
@@ -110,8 +113,32 @@ def test_element_masks_fill_only_their_own_channel():
     assert torch.equal(out[~mask], images[~mask])
 
 
+@pytest.mark.parametrize("mask_shape", [(4, 8, 8), (4, 3, 8, 8)])
+def test_blur_fill_writes_the_images_own_gaussian_blur_where_removed(mask_shape):
+    images = torch.rand(4, 3, 8, 8, generator=torch.Generator().manual_seed(0))
+    mask = torch.rand(mask_shape, generator=torch.Generator().manual_seed(1)) > 0.5
+    out = remove(images, mask, "blur", torch.zeros(3))
+    channels = mask.unsqueeze(1).expand_as(images) if mask.ndim == 3 else mask
+    # sigma: an eighth of the shorter side, 1 pixel here; the kernel covers +-3 sigma.
+    expected = gaussian_blur(images, kernel_size=[7, 7], sigma=[1.0, 1.0])
+    assert torch.equal(out[channels], expected[channels])
+    assert torch.equal(out[~channels], images[~channels])
+    assert not torch.allclose(expected, images)  # the blur changes the removed values
+
+
+def test_roar_with_the_blur_fill_stores_blurred_images():
+    generator = torch.Generator().manual_seed(0)
+    splits = {name: Split(torch.rand(6, 3, 8, 8, generator=generator), torch.arange(6) % 2)
+              for name in ("train", "val", "test")}  # fmt: skip
+    datamodule = TensorDataModule(splits, num_classes=2, batch_size=4)
+    maps = {name: torch.rand(6, 8, 8, generator=generator) for name in splits}
+    modified = removed_datamodule(datamodule, maps, 0.5, seed=0, fill="blur")
+    mask = removal_mask(maps["train"], 0.5, torch.Generator().manual_seed(0))
+    assert torch.equal(modified.splits["train"].images, remove(splits["train"].images, mask, "blur", None))
+
+
 def test_unknown_fill_and_mode_are_named():
-    with pytest.raises(ValueError, match="unknown fill 'blur'"):
-        remove(torch.rand(1, 1, 2, 2), torch.ones(1, 2, 2, dtype=torch.bool), "blur", torch.zeros(1))
+    with pytest.raises(ValueError, match="unknown fill 'grey'"):
+        remove(torch.rand(1, 1, 2, 2), torch.ones(1, 2, 2, dtype=torch.bool), "grey", torch.zeros(1))
     with pytest.raises(ValueError, match="unknown removal mode 'keep'"):
         removal_mask(torch.rand(1, 2, 2), 0.5, mode="keep")

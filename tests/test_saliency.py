@@ -1,6 +1,7 @@
 import pytest
 import torch
 from torch import nn
+from torchvision.transforms.v2.functional import gaussian_blur
 
 from roar import saliency
 from roar.models import SmallCNN
@@ -25,6 +26,23 @@ def test_pixel_maps_shape_dtype_device_finite(name):
     maps = saliency.create(name, model).pixel_maps(images, targets, ground_truth)
     assert maps.shape == (6, 8, 8) and maps.dtype == torch.float32 and maps.device == images.device
     assert torch.isfinite(maps).all()
+
+
+@pytest.mark.parametrize("reduce", ["abs_sum", "abs"])
+def test_blur_sigma_blurs_the_maps_and_zero_leaves_them_bit_identical(reduce):
+    model = _model()
+    images, targets = torch.randn(6, 2, 8, 8), torch.arange(6) % 5
+    config = saliency.named_config("fullgrad")
+    assert config.pop("blur_sigma") == 0  # shipped unblurred
+    plain = saliency.create(config, model, reduce=reduce).pixel_maps(images, targets)
+    unblurred = saliency.create({**config, "blur_sigma": 0.0}, model, reduce=reduce).pixel_maps(
+        images, targets
+    )
+    blurred = saliency.create({**config, "blur_sigma": 1.0}, model, reduce=reduce).pixel_maps(images, targets)
+    assert torch.equal(unblurred, plain)
+    # sigma 1: a 7x7 kernel over the spatial dimensions, each channel of an element-wise map on its own.
+    assert torch.equal(blurred, gaussian_blur(plain, kernel_size=[7, 7], sigma=[1.0, 1.0]))
+    assert blurred.diff(dim=-1).abs().mean() < 0.5 * plain.diff(dim=-1).abs().mean()
 
 
 def test_unknown_method_names_the_available_ones():

@@ -9,18 +9,11 @@ batch itself. Here every pass holds `steps_per_pass` path points of the N images
 
 from __future__ import annotations
 
-import math
-
 import captum.attr
 import torch
 from torch import nn
-from torchvision.transforms.v2.functional import gaussian_blur
 
-
-def _blurred(inputs: torch.Tensor, sigma: float) -> torch.Tensor:
-    # The kernel covers +-3 sigma, capped where reflect padding needs the pad to be smaller than the image.
-    size = min(2 * math.ceil(3 * sigma) + 1, 2 * min(inputs.shape[-2:]) - 1)
-    return gaussian_blur(inputs, kernel_size=[size, size], sigma=[sigma, sigma])
+from roar.saliency.base import gaussian_blur
 
 
 class IntegratedGradients:
@@ -28,8 +21,9 @@ class IntegratedGradients:
 
     `baseline`: "zeros" (in the normalised inputs the pipeline passes, the training-set mean colour),
     "channel_mean" (each image's own per-channel mean, spatially constant) or "blurred" (the image under a
-    Gaussian blur of `blur_sigma` pixels). The attributions of each image sum to f(x) - f(x') up to the
-    quadrature error of `n_steps` points (Gauss-Legendre, Captum's default).
+    Gaussian blur of `baseline_sigma` pixels; not the config's `blur_sigma`, which blurs the maps of any
+    method). The attributions of each image sum to f(x) - f(x') up to the quadrature error of `n_steps`
+    points (Gauss-Legendre, Captum's default).
     """
 
     BASELINES = ("zeros", "channel_mean", "blurred")
@@ -39,19 +33,19 @@ class IntegratedGradients:
         model: nn.Module,
         n_steps: int = 50,
         baseline: str = "zeros",
-        blur_sigma: float = 3.0,
+        baseline_sigma: float = 3.0,
         steps_per_pass: int = 1,
     ):
         if baseline not in self.BASELINES:
             raise ValueError(f"baseline must be one of {self.BASELINES}, got {baseline!r}")
         if n_steps < 1 or steps_per_pass < 1:
             raise ValueError(f"n_steps and steps_per_pass must be >= 1, got {n_steps} and {steps_per_pass}")
-        if blur_sigma <= 0:
-            raise ValueError(f"blur_sigma must be positive, got {blur_sigma}")
+        if baseline_sigma <= 0:
+            raise ValueError(f"baseline_sigma must be positive, got {baseline_sigma}")
         self.integrated_gradients = captum.attr.IntegratedGradients(model)
         self.n_steps = n_steps
         self.baseline = baseline
-        self.blur_sigma = blur_sigma
+        self.baseline_sigma = baseline_sigma
         self.steps_per_pass = steps_per_pass
 
     def baselines(self, inputs: torch.Tensor) -> torch.Tensor:
@@ -59,7 +53,7 @@ class IntegratedGradients:
             return torch.zeros_like(inputs)
         if self.baseline == "channel_mean":
             return inputs.mean(dim=tuple(range(2, inputs.ndim)), keepdim=True).expand_as(inputs)
-        return _blurred(inputs, self.blur_sigma)
+        return gaussian_blur(inputs, self.baseline_sigma)
 
     def attribute(self, inputs: torch.Tensor, target=None) -> torch.Tensor:
         return self.integrated_gradients.attribute(

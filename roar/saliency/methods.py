@@ -1,7 +1,8 @@
 """How a method config becomes an attribution: one path for roar's methods, Captum's and a user's own.
 
 A method is a config `method.<name>` holding `_target_` and its parameters (and optionally `reduce`, how
-its channels become one value per pixel). The target is either
+its channels become one value per pixel, and `blur_sigma`, a Gaussian blur of its maps). The target is
+either
 
 - a class built as `cls(model, **params)` with Captum's `attribute(inputs, target=...)` (every
   `captum.attr` attribution and every roar method), or
@@ -27,8 +28,9 @@ from roar import CONFIG_DIR
 from roar.saliency.base import PixelSaliency
 
 METHOD_DIR = CONFIG_DIR / "method"
-# The key of a method config that is not a parameter of its target.
-REDUCE = "reduce"
+# The keys of a method config that are not parameters of its target but say what becomes of its
+# attributions (PixelSaliency): how channels are combined, and the blur of the maps.
+MAP_OPTIONS = ("reduce", "blur_sigma")
 
 
 class FunctionAttribution:
@@ -81,15 +83,15 @@ def named_config(name: str) -> dict:
     return OmegaConf.to_container(root[name], resolve=True)
 
 
-def split_config(config: Mapping) -> tuple[str, dict, str | None]:
-    """(target path, parameters, reduce) of a method config."""
+def split_config(config: Mapping) -> tuple[str, dict, dict]:
+    """(target path, parameters, the MAP_OPTIONS it sets) of a method config."""
     config = OmegaConf.to_container(config, resolve=True) if isinstance(config, DictConfig) else dict(config)
     if "_target_" not in config:
         raise ValueError(
             "no _target_: a method config names its class or function, e.g. _target_: mypkg.MyMethod"
         )
     path = config.pop("_target_")
-    return path, config, config.pop(REDUCE, None)
+    return path, config, {key: config.pop(key) for key in MAP_OPTIONS if key in config}
 
 
 def build(target, model: nn.Module, params: dict):
@@ -106,9 +108,11 @@ def check_params(config: Mapping) -> None:
     does not exist, n_samples=0) without touching it; another class may need the real model, so only its
     signature is checked here and it is built first in the check on one batch (roar.pipeline).
     """
-    path, params, reduce = split_config(config)
-    if reduce is not None:
-        PixelSaliency.check_reduce(reduce)
+    path, params, map_options = split_config(config)
+    if "reduce" in map_options:
+        PixelSaliency.check_reduce(map_options["reduce"])
+    if "blur_sigma" in map_options:
+        PixelSaliency.check_blur_sigma(map_options["blur_sigma"])
     target = resolve_target(path)
     if inspect.isclass(target) and path.startswith("roar."):
         target(nn.Identity(), **params)
@@ -128,16 +132,19 @@ def source_hash(path: str) -> str | None:
     return hashlib.sha256(Path(source).read_bytes()).hexdigest()[:20]
 
 
-def create(method, model: nn.Module, reduce: str | None = None, **params) -> PixelSaliency:
+def create(
+    method, model: nn.Module, reduce: str | None = None, blur_sigma: float | None = None, **params
+) -> PixelSaliency:
     """A method for `model` (already in eval mode), with per-pixel maps on the model's device.
 
     `method` is a name roar ships (`"fullgrad"`: its conf/method/ parameters, overridden by `params`), a
     config with `_target_` (a dict or DictConfig, as `cfg.method.<name>`), a class `cls(model, **params)`,
     a function `fn(model, inputs, targets, **params)`, or an attribution already built (an object with
     `attribute(inputs, target=...)`; then no `params`). `reduce` (default: the config's, else abs_sum) names
-    how channels become one value per pixel (roar.saliency.REDUCTIONS).
+    how channels become one value per pixel (roar.saliency.REDUCTIONS); `blur_sigma` (default: the config's,
+    else 0, none) blurs the maps.
     """
-    configured = None
+    configured = {}
     if isinstance(method, str):
         method = named_config(method)
     if isinstance(method, Mapping):
@@ -152,4 +159,6 @@ def create(method, model: nn.Module, reduce: str | None = None, **params) -> Pix
     else:
         attribution = build(target, model, params)
     device = next(model.parameters(), torch.empty(0)).device
-    return PixelSaliency(attribution, device=device, reduce=reduce or configured or "abs_sum")
+    reduce = reduce or configured.get("reduce", "abs_sum")
+    blur_sigma = configured.get("blur_sigma", 0.0) if blur_sigma is None else blur_sigma
+    return PixelSaliency(attribution, device=device, reduce=reduce, blur_sigma=blur_sigma)
