@@ -1,6 +1,11 @@
-"""Real CIFAR-10 images on the CPU: test accuracy against training time of `fast_cifar` (the cifar10_cpu
-preset's recipe, 16 epochs) and of `resnet18_cifar` (its own recipe, a one-cycle schedule over 5 epochs), both
-on the same seeded, class-stratified 10,000 training images, 2 CPU threads.
+"""Real CIFAR-10 images on the CPU: test accuracy against training time of `fast_cifar` and of
+`resnet18_cifar`, both on the same seeded, class-stratified 10,000 training images, 2 CPU threads.
+
+`fast_cifar` runs twice: with the cifar10_cpu preset's recipe as every ROAR cell trains (8 epochs), for its
+time to 60 %; and with the same recipe sized to the five-minute budget (BUDGET_EPOCHS: the schedule anneals
+within the budget), for the best accuracy reached within 5 minutes. `resnet18_cifar` runs its own recipe, a
+one-cycle schedule over 5 epochs. Time to 60 % is, for both models, the training time at the end of the
+first epoch whose test accuracy reaches 60 %.
 
 After every epoch the test split is evaluated with the weights validation sees (the averaged ones under
 fast_cifar's WarmEMA); the clock counts training only (validation, cut to one batch, and this evaluation are
@@ -32,7 +37,8 @@ ARCHIVE = "cifar10-jpg.tar.gz"
 ARCHIVE_PLACES = (Path("data") / ARCHIVE, Path("..") / "shared" / "data" / "cifar10" / ARCHIVE)
 NO_IMAGES = "skipped: no CIFAR-10 images"
 THREADS = 2
-FAST_EPOCHS, RESNET_EPOCHS = 16, 5
+PRESET_EPOCHS, BUDGET_EPOCHS, RESNET_EPOCHS = 8, 26, 5
+BUDGET_SECONDS = 300
 
 
 @contextmanager
@@ -110,16 +116,17 @@ def run() -> list[str]:
     with cifar10_images() as images:
         if images is None:
             return [f"cpu CIFAR-10 accuracy against time: {NO_IMAGES}"]
-        fast_cfg = config("experiment=cifar10_cpu", *imagefolder(images, f"trainer.max_epochs={FAST_EPOCHS}"))
-        datamodule = instantiate(fast_cfg.dataset.datamodule)
-        fast = accuracy_over_time(fast_cfg, datamodule)
-        resnet_cfg = config(
-            "experiment=cifar10_cpu", "model=resnet18_cifar",
-            *imagefolder(images, f"trainer.max_epochs={RESNET_EPOCHS}"),
-        )  # fmt: skip
-        resnet = accuracy_over_time(resnet_cfg, datamodule)
-    within = max((acc for seconds, acc in fast if seconds <= 300), default=0.0)
-    fast_60, resnet_60 = time_to(fast, 0.6), time_to(resnet, 0.6)
+
+        def curve(*overrides: str) -> list[tuple[float, float]]:
+            cfg = config("experiment=cifar10_cpu", *imagefolder(images, *overrides))
+            return accuracy_over_time(cfg, datamodule)
+
+        datamodule = instantiate(config("experiment=cifar10_cpu", *imagefolder(images)).dataset.datamodule)
+        preset = curve(f"trainer.max_epochs={PRESET_EPOCHS}")
+        budget = curve(f"trainer.max_epochs={BUDGET_EPOCHS}")
+        resnet = curve("model=resnet18_cifar", f"trainer.max_epochs={RESNET_EPOCHS}")
+    within = max((acc for seconds, acc in budget if seconds <= BUDGET_SECONDS), default=0.0)
+    fast_60, resnet_60 = time_to(preset, 0.6), time_to(resnet, 0.6)
     if fast_60 is None:
         ratio = "fast_cifar did not reach 60%"
     elif resnet_60 is None:
@@ -130,13 +137,15 @@ def run() -> list[str]:
         ratio = (
             f"{fast_60 / resnet_60:.3f} (target <= 0.1, {'met' if fast_60 <= 0.1 * resnet_60 else 'NOT met'})"
         )
-    header = f"cpu ({THREADS} threads), shared CIFAR-10 JPEGs, 10000 training images, 5000 test images"
+    header = (f"cpu ({THREADS} threads), shared CIFAR-10 JPEGs, 10000 training images, 5000 test images; "
+              f"load average at the end {os.getloadavg()[0]:.1f}")  # fmt: skip
     return [
         header,
-        f"fast_cifar ({FAST_EPOCHS} epochs): {describe(fast)}",
+        f"fast_cifar, preset recipe ({PRESET_EPOCHS} epochs): {describe(preset)}",
+        f"fast_cifar, sized to 5 minutes ({BUDGET_EPOCHS} epochs): {describe(budget)}",
         f"resnet18_cifar ({RESNET_EPOCHS} epochs): {describe(resnet)}",
         f"fast_cifar best within 5 min of training: {100 * within:.1f}% "
         f"(target >= 80%, {'met' if within >= 0.8 else 'NOT met'})",
-        f"time to 60%: fast_cifar {fast_60 if fast_60 is None else round(fast_60)} s, resnet18_cifar "
-        f"{resnet_60 if resnet_60 is None else round(resnet_60)} s; ratio {ratio}",
+        f"time to 60%: fast_cifar {fast_60 if fast_60 is None else round(fast_60)} s ({PRESET_EPOCHS}-epoch "
+        f"recipe), resnet18_cifar {resnet_60 if resnet_60 is None else round(resnet_60)} s; ratio {ratio}",
     ]

@@ -56,6 +56,23 @@ def write_csv(rows: list[dict], path: Path, columns: tuple[str, ...] = COLUMNS) 
         writer.writerows(sorted(rows, key=lambda r: (r["method"], r["fraction"], r["seed"])))
 
 
+PER_IMAGE = "per_image.pt"
+
+
+def write_per_image(rows: list[dict], path: Path, value: str) -> None:
+    """The per-image values of the rows that carry them (`per_image`: one float per test image, whose mean
+    is the row's `value`), as `{"value": value, "rows": [{"method", "fraction", "seed", "values"}]}`: what
+    `roar-report --agreement` resamples test images from. Nothing is written when no row has them."""
+    measured = [row for row in rows if "per_image" in row]
+    if not measured:
+        return
+    entries = [{"method": r["method"], "fraction": r["fraction"], "seed": r["seed"],
+                "values": r["per_image"].detach().float().cpu()}
+               for r in sorted(measured, key=lambda r: (r["method"], r["fraction"], r["seed"]))]  # fmt: skip
+    with atomic_write(path) as tmp:
+        torch.save({"value": value, "rows": entries}, tmp)
+
+
 def read_csv(path: Path) -> list[dict]:
     with open(path, newline="") as f:
         return [
@@ -293,10 +310,12 @@ def publish(
     seed_curves: SeedCurves | None = None,
 ) -> None:
     """Everything a report holds, written to `out_dir` (`outputs.csv`, `outputs.curve`, summary.md with the
-    table and the ranking by area under the curve, summary.csv with the ranking), sent to `logger`, with
-    the rows `seed_curves` has not shown yet, and printed; every task, and `roar-report` over a sweep, ends
-    here."""
+    table and the ranking by area under the curve, summary.csv with the ranking, per_image.pt with the rows'
+    per-image values), sent to `logger`, with the rows `seed_curves` has not shown yet, and printed; every
+    task, and `roar-report` over a sweep, ends here. The per-image values go to per_image.pt only: the CSV,
+    the logger and the summary hold each row's `outputs.value`."""
     write_csv(rows, out_dir / outputs.csv, outputs.columns)
+    write_per_image(rows, out_dir / PER_IMAGE, outputs.value)
     plot_curve(rows, out_dir / outputs.curve, outputs.title, value=outputs.value, xlabel=outputs.xlabel,
                ylabel=outputs.ylabel, chance=outputs.chance, logx=outputs.logx)  # fmt: skip
     table = summary_table(rows, outputs.value)

@@ -16,7 +16,9 @@ from __future__ import annotations
 
 import argparse
 import sys
+from collections.abc import Callable
 from dataclasses import replace
+from datetime import datetime
 from pathlib import Path
 
 from hydra._internal.config_loader_impl import ConfigLoaderImpl
@@ -28,11 +30,11 @@ from hydra.utils import get_class
 from omegaconf import DictConfig, OmegaConf
 from pytorch_lightning.loggers import WandbLogger
 
-from roar import report
+from roar import agreement, report
 from roar.app import CONFIG_DIR
 from roar.config import ConfigError
 from roar.console import silence_known_warnings
-from roar.sweep import run_name, sweep_group
+from roar.sweep import run_name, sweep_group, unique_dir
 from roar.tasks.roar import outputs as roar_outputs
 
 # Jobs of one report may differ in the grid's axes (results.csv's method, fraction and seed columns) and in
@@ -169,13 +171,39 @@ def job_choices(run_dir: Path) -> DictConfig:
     return OmegaConf.load(run_dir / ".hydra" / "hydra.yaml").hydra.runtime.choices
 
 
-def report_logger(cfg: DictConfig, out_dir: Path, sweep_dir: str, run_dir: Path, methods: list[str]):
-    """The jobs' logger, writing to `out_dir`; for W&B a `report` run named after the experiment, in the
-    jobs' group (the one they were given with logger.group, else the one `${sweep:group}` gave them).
+def report_identity(cfg: DictConfig, sweep_dir: str, run_dir: Path, methods: list[str]) -> dict:
+    """A sweep report's W&B run: named after the experiment, job type `report`, in the jobs' group (the one
+    they were given with logger.group, else the one `${sweep:group}` gave them)."""
+    explicit = not OmegaConf.is_interpolation(cfg.logger, "group") and cfg.logger.group
+    group = cfg.logger.group if explicit else sweep_group(job_choices(run_dir), sweep_dir)
+    return {
+        "group": group,
+        "name": f"report: {run_name(job_choices(run_dir), methods)}",
+        "job_type": "report",
+    }
+
+
+def report_logger(cfg: DictConfig, out_dir: Path, run_dir: Path, identity: Callable[[], dict]):
+    """The jobs' logger, writing to `out_dir`; for W&B a run with the group, name and job type `identity()`
+    gives.
 
     `cfg` comes from a scanned directory (`run_dir`): its `_target_` is looked up among `logger_classes()`
     rather than instantiated, and its other values are passed as plain data, so no `_target_` in the file,
     at the top or nested, runs anything."""
+    logger_class = allowed_logger(cfg, run_dir)
+    if logger_class is None:
+        return None
+    updates = {"save_dir": str(out_dir)}
+    if "group" in cfg.logger:
+        updates |= identity()
+    arguments = OmegaConf.to_container(OmegaConf.merge(cfg.logger, updates), resolve=True)
+    del arguments["_target_"]
+    return logger_class(**arguments)
+
+
+def allowed_logger(cfg: DictConfig, run_dir: Path) -> type | None:
+    """The class of the scanned configuration's logger (None for none), if it is among `logger_classes()`;
+    a ConfigError if it is not."""
     if not cfg.get("logger"):
         return None
     allowed = logger_classes()
@@ -185,15 +213,7 @@ def report_logger(cfg: DictConfig, out_dir: Path, sweep_dir: str, run_dir: Path,
             f"{run_dir / '.hydra' / 'config.yaml'}: logger._target_ {target!r} is not a logger roar-report "
             f"starts (only {', '.join(allowed)})"
         )
-    updates = {"save_dir": str(out_dir)}
-    if "group" in cfg.logger:
-        explicit = not OmegaConf.is_interpolation(cfg.logger, "group") and cfg.logger.group
-        group = cfg.logger.group if explicit else sweep_group(job_choices(run_dir), sweep_dir)
-        name = f"report: {run_name(job_choices(run_dir), methods)}"
-        updates |= {"group": group, "name": name, "job_type": "report"}
-    arguments = OmegaConf.to_container(OmegaConf.merge(cfg.logger, updates), resolve=True)
-    del arguments["_target_"]
-    return allowed[target](**arguments)
+    return allowed[target]
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -202,14 +222,31 @@ def main(argv: list[str] | None = None) -> None:
         description="Merge the results of sweeps (Hydra multirun directories) or runs into one report.",
     )
     parser.add_argument("dirs", nargs="+", type=Path, metavar="DIR", help="sweep or run directories")
-    parser.add_argument("--out", type=Path, help="where to write the report (default: the first DIR)")
+    parser.add_argument(
+        "--out",
+        type=Path,
+        help="where to write the report (default: the first DIR; with --agreement a new outputs/agreement_*)",
+    )
     parser.add_argument(
         "--allow-partial",
         action="store_true",
         help="report a sweep some of whose jobs have no results, marked partial (refused otherwise)",
     )
+    parser.add_argument(
+        "--agreement",
+        action="store_true",
+        help="each DIR is one run of a protocol on the same base model: compare their method rankings "
+        "(agreement.md, agreement.csv, agreement.png; docs/evaluation.md)",
+    )
+    parser.add_argument(
+        "--bootstrap", type=int, default=1000, metavar="B", help="--agreement: bootstrap replicates (1000)"
+    )
+    parser.add_argument("--bootstrap-seed", type=int, default=0, help="--agreement: seed of the draws (0)")
     args = parser.parse_args(argv)
     silence_known_warnings()
+    if args.agreement:
+        agreement_main(args)
+        return
     out_dir = args.out or args.dirs[0]
     try:
         dirs = run_dirs(args.dirs)
@@ -225,7 +262,10 @@ def main(argv: list[str] | None = None) -> None:
         rows = merged_rows(dirs)
         cfg = job_config(dirs[0])
         methods = sorted({r["method"] for r in rows})
-        logger = report_logger(cfg, out_dir, args.dirs[0].resolve().name, dirs[0], methods)
+        sweep_dir = args.dirs[0].resolve().name
+        logger = report_logger(
+            cfg, out_dir, dirs[0], lambda: report_identity(cfg, sweep_dir, dirs[0], methods)
+        )
     except ConfigError as error:
         print(f"roar-report: error: {error}", file=sys.stderr)
         sys.exit(2)
@@ -247,3 +287,54 @@ def main(argv: list[str] | None = None) -> None:
     if missing:
         print(f"\npartial report, {len(missing)} jobs missing: {_listed(missing)}", file=sys.stderr)
     print(f"\n{'partial ' if missing else ''}report of {len(dirs)} runs: {out_dir}")
+
+
+def agreement_identity(
+    cfg: DictConfig, run_dir: Path, out_dir: Path, comparison: agreement.Comparison
+) -> dict:
+    """The agreement report's W&B run: job type `agreement`, named after its protocols, in a group of its
+    own (its runs each have theirs)."""
+    choices = job_choices(run_dir)
+    protocols = ", ".join(p.name for p in comparison.protocols)
+    return {"group": f"agreement · {choices['dataset']} · {choices['model']} ({out_dir.name})",
+            "name": f"agreement: {protocols}", "job_type": "agreement"}  # fmt: skip
+
+
+def agreement_main(args: argparse.Namespace) -> None:
+    """`roar-report --agreement DIR ...`: roar.agreement's report over the runs, sent to the first run's
+    logger (W&B: the rank and τ tables and the heat map)."""
+    try:
+        if args.bootstrap < 1:
+            raise ConfigError(f"--bootstrap: {args.bootstrap}; give at least 1 replicate")
+        comparison = agreement.compare(args.dirs, args.bootstrap, args.bootstrap_seed)
+        cfg = job_config(args.dirs[0])
+        allowed_logger(cfg, args.dirs[0])  # refused before anything is written
+    except ConfigError as error:
+        print(f"roar-report: error: {error}", file=sys.stderr)
+        sys.exit(2)
+    out_dir = args.out or Path(unique_dir(f"outputs/agreement_{datetime.now():%Y-%m-%d_%H-%M-%S}"))
+    text = agreement.write_report(comparison, out_dir)
+    logger = report_logger(
+        cfg, out_dir, args.dirs[0], lambda: agreement_identity(cfg, args.dirs[0], out_dir, comparison)
+    )
+    if logger is not None:
+        names = [p.name for p in comparison.protocols]
+        logger.log_hyperparams(
+            {"runs": [str(p.run_dir) for p in comparison.protocols], "protocols": names,
+             "methods": ",".join(comparison.methods), "dropped": comparison.dropped,
+             "bootstrap": comparison.replicates, "bootstrap_seed": comparison.seed}
+        )  # fmt: skip
+        pairs = comparison.pairs
+        if hasattr(logger, "log_table"):
+            logger.log_table("agreement", columns=list(pairs[0]), data=[list(p.values()) for p in pairs])
+            logger.log_table(
+                "ranks",
+                columns=["method", *names],
+                data=[[m, *(p.ranks[m] for p in comparison.protocols)] for m in comparison.methods],
+            )
+        else:
+            logger.log_metrics({f"tau/{p['protocol_a']} vs {p['protocol_b']}": p["tau"] for p in pairs})
+        if hasattr(logger, "log_image"):
+            logger.log_image("agreement", [str(out_dir / agreement.FIGURE)])
+        report.close_logger(logger)
+    print(f"\n{text}\nagreement report of {len(comparison.protocols)} runs: {out_dir}")

@@ -28,6 +28,9 @@ ClassCount = Annotated[int, Field(ge=2)]
 
 # explain.target: which class each gallery map explains.
 EXPLAIN_TARGETS = ("label", "predicted")
+# task.order of task=randomization: the layers re-initialised from the logits down, one more at each step,
+# or each on its own (roar/tasks/randomization.py).
+RANDOMIZATION_ORDERS = ("cascading", "independent")
 
 
 def _devices(value: Any) -> Any:
@@ -67,6 +70,9 @@ class Task(Section):
     # Only the tasks without retraining have their own fractions and fill (conf/task/perturbation.yaml).
     fractions: Annotated[list[ProperFraction], Field(min_length=1)] | None = None
     fill: Literal[FILLS] | None = None
+    # task=randomization (conf/task/randomization.yaml).
+    order: Literal[RANDOMIZATION_ORDERS] | None = None
+    num_images: PositiveInt | None = None
 
 
 class DataModule(Section):

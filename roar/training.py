@@ -113,8 +113,10 @@ def train_classifier(
     """Fit a fresh model, keep the checkpoint with the best validation accuracy, then evaluate it on the
     test split.
 
-    Returns an artifact: the kept weights (`state_dict`) and their `val_acc` and `test_acc`. The test split
-    is evaluated once, after selection; it never influences which checkpoint is kept.
+    Returns an artifact: the kept weights (`state_dict`), their `val_acc` and `test_acc`, and
+    `test_correct`, whether they classify each test image correctly ((N,) bool, in the split's order; its
+    mean is `test_acc`). The test split is evaluated after selection; it never influences which checkpoint
+    is kept.
 
     `logger`, if given, receives the fit's epoch-wise training and validation metrics as it trains, beside
     the CSV log in `work.dir`.
@@ -166,11 +168,36 @@ def train_classifier(
     # Read back from the kept checkpoint rather than from this process's objects: under DDP (spawn) training
     # runs in worker processes, and only the checkpoint's path comes back.
     kept = torch.load(best.best_model_path, map_location="cpu", weights_only=True)
-    return {
+    artifact = {
         "state_dict": kept["state_dict"],
         "val_acc": float(kept["callbacks"][best.state_key]["best_model_score"]),
         "test_acc": float(tested["test/acc"]),
     }
+    return {
+        **artifact,
+        "test_correct": test_correctness(model_cfg, artifact, datamodule, device_of(trainer_cfg)),
+    }
+
+
+@torch.no_grad()
+def test_correctness(
+    model_cfg: DictConfig, artifact: dict, datamodule: TensorDataModule, device: torch.device
+) -> torch.Tensor:
+    """Whether the trained model classifies each test image (as the fit's test saw it: normalised, removed
+    pixels filled) correctly: (N,) bool on the CPU, for the per-image values of a report
+    (`roar.report.publish`). Computed here, in this process, from the kept weights: under DDP the test
+    ran in worker processes, each over a share of the images."""
+    net = load_classifier(model_cfg, artifact).net.to(device)
+    test = datamodule.splits["test"]
+    correct = []
+    for start in range(0, len(test), datamodule.batch_size):
+        indices = torch.arange(
+            start, min(start + datamodule.batch_size, len(test)), device=test.labels.device
+        )
+        images, labels, *removed = test.batch(indices)
+        inputs = datamodule.prepared(images.to(device), *(r.to(device) for r in removed))
+        correct.append((net(inputs).argmax(1) == labels.to(device)).cpu())
+    return torch.cat(correct)
 
 
 def load_classifier(model_cfg: DictConfig, artifact: dict) -> ImageClassifier:

@@ -59,14 +59,10 @@ def explain_images(
 
 
 def plot_gallery(
-    images: torch.Tensor,
-    labels: torch.Tensor,
-    predicted: torch.Tensor,
-    maps: dict[str, torch.Tensor],
-    path: Path,
+    images: torch.Tensor, row_labels: list[str], maps: dict[str, torch.Tensor], path: Path
 ) -> None:
-    """One row per image: the image, then each method's map blended over it (Captum's blended heat map:
-    the map minus its minimum, normalised per image with its top 2 % of mass clipped)."""
+    """One row per image, labelled `row_labels`: the image, then each method's map blended over it (Captum's
+    blended heat map: the map minus its minimum, normalised per image with its top 2 % of mass clipped)."""
     rows, columns = len(images), 1 + len(maps)
     fig, axes = plt.subplots(
         rows, columns, figsize=(columns * CELL_INCHES, rows * CELL_INCHES), dpi=DPI, squeeze=False
@@ -74,7 +70,7 @@ def plot_gallery(
     for i, image in enumerate(images.permute(0, 2, 3, 1).numpy()):
         axes[i, 0].imshow(image[..., 0] if image.shape[-1] == 1 else image, cmap="gray", vmin=0, vmax=1)
         axes[i, 0].set(xticks=[], yticks=[])
-        axes[i, 0].set_ylabel(f"label {labels[i].item()}\npredicted {predicted[i].item()}", fontsize=8)
+        axes[i, 0].set_ylabel(row_labels[i], fontsize=8)
         for j, (name, method_maps) in enumerate(maps.items(), start=1):
             shown = method_maps[i] - method_maps[i].min()  # contrast above the map's floor, as the authors
             visualization.visualize_image_attr(
@@ -123,7 +119,10 @@ def run(cfg: DictConfig) -> Path:
 
     images, labels, predicted, maps = explain_images(cfg, net, datamodule, device)
     path = current.dir / GALLERY
-    plot_gallery(images, labels, predicted, maps, path)
+    row_labels = [
+        f"label {label}\npredicted {guess}" for label, guess in zip(labels.tolist(), predicted.tolist())
+    ]
+    plot_gallery(images, row_labels, maps, path)
     figures = {"saliency_gallery": path}
     if cfg.explain.logit_shares:
         targets = labels if cfg.explain.target == "label" else predicted

@@ -26,7 +26,7 @@ from roar.data.datamodule import SPLITS
 from roar.pipeline import load_data, mask_spec, removal_masks, saliency_stage, train_stage
 from roar.report import Outputs
 from roar.tasks.common import Run, base_model, majority_share, open_run, write_outputs
-from roar.tasks.roar import unmodified_fraction
+from roar.tasks.roar import cell_row, unmodified_fraction
 
 log = logging.getLogger(__name__)
 
@@ -68,8 +68,7 @@ def grid(cfg: DictConfig, current: Run) -> tuple[list[dict], float]:
                 # Built only if the stage is computed: a cache hit needs no masks.
                 masks = partial(masks_only, maps, fraction, seed)
                 trained = train_stage(cfg, cache, masks, seed, spec, progress, logger=current.logger)
-                rows.append({"method": method, "fraction": fraction, "seed": seed,
-                             "test_acc": trained["test_acc"], "val_acc": trained["val_acc"]})  # fmt: skip
+                rows.append(cell_row(method, fraction, seed, trained))
                 current.record(rows[-1])
     return rows, majority_share(datamodule.splits["test"].labels)
 

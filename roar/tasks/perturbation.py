@@ -83,7 +83,7 @@ def grid(cfg: DictConfig, current: Run, fractions: list[float], fill: str) -> li
             change = logit_change(model, datamodule.normalize, images, perturbed, test.labels,
                                   cfg.roar.saliency_batch_size)  # fmt: skip
             rows.append({"method": method, "fraction": fraction, "seed": cfg.seed,
-                         "logit_change": change.mean().item()})  # fmt: skip
+                         "logit_change": change.mean().item(), "per_image": change})  # fmt: skip
     return rows
 
 

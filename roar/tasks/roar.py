@@ -51,7 +51,7 @@ def grid(cfg: DictConfig, current: Run) -> list[dict]:
             else train_stage(cfg, cache, datamodule, seed, progress=progress, logger=logger)
         )
         for method in methods:
-            rows.append(_row(method, reference, seed, unmodified))
+            rows.append(cell_row(method, reference, seed, unmodified))
             current.record(rows[-1])
     for method in methods:
         maps = saliency_stage(cfg, cache, method, base, datamodule)
@@ -62,14 +62,19 @@ def grid(cfg: DictConfig, current: Run) -> list[dict]:
                 )
                 data = removal_spec(cfg, method, fraction)
                 trained = train_stage(cfg, cache, modified, seed, data, progress=progress, logger=logger)
-                rows.append(_row(method, fraction, seed, trained))
+                rows.append(cell_row(method, fraction, seed, trained))
                 current.record(rows[-1])
     return rows
 
 
-def _row(method: str, fraction: float, seed: int, trained: dict) -> dict:
-    return {"method": method, "fraction": fraction, "seed": seed,
-            "test_acc": trained["test_acc"], "val_acc": trained["val_acc"]}  # fmt: skip
+def cell_row(method: str, fraction: float, seed: int, trained: dict) -> dict:
+    """A cell's result row: its accuracies and, per test image, 1.0/0.0 for correct/wrong (`per_image`),
+    where the trained model's artifact has them (one cached before roar recorded them has not)."""
+    row = {"method": method, "fraction": fraction, "seed": seed,
+           "test_acc": trained["test_acc"], "val_acc": trained["val_acc"]}  # fmt: skip
+    if "test_correct" in trained:
+        row["per_image"] = trained["test_correct"].float()
+    return row
 
 
 def outputs(cfg: DictConfig) -> Outputs:
