@@ -240,7 +240,7 @@ def test_on_digits_sobel_and_random_stay_similar_and_fullgrad_does_not(tmp_path,
 
     # The other order reuses the base model, the trained model's maps and step 1 (the logits layer alone).
     again = experiment(
-        compose_config(tmp_path, *overrides, "task.order=independent", "paths.output_dir=again")
+        compose_config(tmp_path, *overrides, "task.order=independent", f"paths.output_dir={tmp_path}/again")
     )
     with open(again / "stages.csv") as f:
         stages = [(s["stage"], s["status"]) for s in csv.DictReader(f)]
