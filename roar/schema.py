@@ -179,6 +179,7 @@ class Net(Section):
 class Model(Section):
     num_classes: ClassCount
     name: str | None = None
+    image_size: PositiveInt | None = None
     in_channels: PositiveInt | None = None
     net: Net | None = None
     optimizer: Optimizer

@@ -282,11 +282,12 @@ def test_full_gradient_terms_sum_to_the_output_and_are_named_like_the_modules():
 # --- the ROAR grid on the new architectures
 
 
-def _fullgrad_roar(tmp_path, name: str, *overrides: str) -> dict:
-    """A tiny ROAR run with fullgrad on synthetic 32 x 32 images -> {fraction: test accuracy}."""
+def _fullgrad_roar(tmp_path, name: str, *overrides: str, model: str = "torchvision") -> dict:
+    """A tiny ROAR run with fullgrad on synthetic 32 x 32 images, `model=<model> model.name=<name>` ->
+    {fraction: test accuracy}."""
     cfg = compose_config(
         tmp_path, "dataset=synthetic", "dataset.datamodule.image_size=32", "dataset.datamodule.train_size=64",
-        "dataset.datamodule.val_size=16", "dataset.datamodule.test_size=16", "model=torchvision",
+        "dataset.datamodule.val_size=16", "dataset.datamodule.test_size=16", f"model={model}",
         f"model.name={name}", "method=[fullgrad]", "roar.fractions=[0.5]", "trainer.max_epochs=1",
         "logger=none", "roar.proceed_at_chance=true", *overrides,  # one epoch: the wiring, not accuracy
     )  # fmt: skip

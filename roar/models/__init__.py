@@ -4,7 +4,7 @@ from roar.models.classifier import ImageClassifier
 from roar.models.fast_cifar import FastCifarNet
 from roar.models.schedules import triangular
 from roar.models.small_cnn import SmallCNN
-from roar.models.zoo import torchvision_classifier, torchvision_net
+from roar.models.zoo import timm_classifier, timm_net, torchvision_classifier, torchvision_net
 
 __all__ = [
     "FastCifarNet",
@@ -13,6 +13,8 @@ __all__ = [
     "ImageClassifier",
     "SmallCNN",
     "resnet18_cifar",
+    "timm_classifier",
+    "timm_net",
     "torchvision_classifier",
     "torchvision_net",
     "vgg_bn_cifar",

@@ -27,6 +27,7 @@ so they cost no memory until then.
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -58,6 +59,33 @@ PIECEWISE_LINEAR_MODULES = (
 # Modules that multiply activations by functions of activations: taken as one unit with all their inputs
 # (their internals are not linear glue). ShiftedWindowAttentionV2 is a subclass.
 WHOLE_UNITS = (SqueezeExcitation, nn.MultiheadAttention, ShiftedWindowAttention)
+
+
+def timm_whole_units() -> tuple[type[nn.Module], ...]:
+    """timm's modules that multiply activations (squeeze-excitation and other channel gates, attention,
+    gated MLPs), or none while timm is not loaded: a model built from them has loaded it, and importing it
+    here would add a second to every run that does not use it. Each is in a model of
+    docs/fullgrad-implicit-biases.md's list. The Swin block is taken whole rather than its WindowAttention,
+    which runs on windows: its terms would not be per image."""
+    if "timm" not in sys.modules:
+        return ()
+    from timm import layers
+    from timm.models._efficientnet_blocks import SqueezeExcite
+    from timm.models.cait import ClassAttn, TalkingHeadAttn
+    from timm.models.eva import EvaAttention
+    from timm.models.swin_transformer import SwinTransformerBlock
+    from timm.models.vision_transformer import ParallelScalingBlock
+
+    return (
+        SqueezeExcite, layers.SEModule, layers.EffectiveSEModule, layers.EcaModule, layers.GlobalContext,
+        layers.SelectiveKernel, layers.SplitAttn, layers.Attention, layers.MultiQueryAttention2d,
+        layers.GluMlp, EvaAttention, TalkingHeadAttn, ClassAttn, ParallelScalingBlock, SwinTransformerBlock,
+    )  # fmt: skip
+
+
+class CompletenessError(ValueError):
+    """The decomposition does not add up to the logit: some forward() is not linear between units."""
+
 
 # A unit: a module class, or a module's name in `model.named_modules()`.
 UnitSpec = type[nn.Module] | str
@@ -111,10 +139,11 @@ class Units:
 
 
 def find_units(model: nn.Module, whole: Sequence[UnitSpec] = ()) -> Units:
-    """The units of `model`: WHOLE_UNITS and `whole` (classes or module names) taken whole, then every
-    biased layer, then every other leaf module that is not piecewise linear; parameters of the modules in
-    between are applied by their forward() outside any unit."""
-    classes = (*WHOLE_UNITS, *(spec for spec in whole if isinstance(spec, type)))
+    """The units of `model`: WHOLE_UNITS, timm's and `whole` (classes or module names) taken whole, then
+    every biased layer, then every other leaf module that is not piecewise linear; parameters of the
+    modules in between are applied by their forward() outside any unit. A biased layer with submodules
+    (timm's BatchNormAct2d: batch-norm, then its activation) is taken whole: its bias is not at its output."""
+    classes = (*WHOLE_UNITS, *timm_whole_units(), *(spec for spec in whole if isinstance(spec, type)))
     names = {spec for spec in whole if isinstance(spec, str)}
     units = Units({}, {}, {}, {})
     seen: set[nn.Module] = set()
@@ -124,7 +153,7 @@ def find_units(model: nn.Module, whole: Sequence[UnitSpec] = ()) -> Units:
             return
         seen.add(module)
         children = list(module.named_children())
-        if isinstance(module, classes) or name in names:
+        if isinstance(module, classes) or name in names or (isinstance(module, BIASED_MODULES) and children):
             units.implicit[module] = name
         elif isinstance(module, BIASED_MODULES):
             units.biased[module] = name
@@ -351,11 +380,20 @@ def full_gradients(model: nn.Module, inputs: torch.Tensor, target, on_term: Term
     """
     check_eval_mode(model)
 
+    def per_image(call: LayerCall, grad: torch.Tensor, bias: torch.Tensor) -> None:
+        if len(grad) != len(inputs):
+            raise CompletenessError(
+                f"FullGrad: the output of {call.name} has {len(grad)} rows for {len(inputs)} images, its "
+                "terms are not per image (a unit run on windows or patches of the images): take a module "
+                "around it whole (FullGrad(model, units=[...]))"
+            )
+        on_term(call, grad, bias)
+
     def selected_logits(x: torch.Tensor) -> torch.Tensor:
         logits = model(x)
         return logits.gather(1, resolve_target(target, logits).view(-1, 1)).squeeze(1)
 
-    (input_grad,), selected = decompose(model, selected_logits, [inputs], on_term, units)
+    (input_grad,), selected = decompose(model, selected_logits, [inputs], per_image, units)
     return input_grad, selected
 
 

@@ -27,6 +27,7 @@ from torch.nn.modules.batchnorm import _BatchNorm
 from torch.utils._pytree import tree_flatten, tree_map, tree_unflatten
 
 from roar.saliency.decomposition import (
+    CompletenessError,
     LayerCall,
     UnitSpec,
     bias_total,
@@ -47,10 +48,6 @@ SUPPORTED = (
 EPS = 1e-6  # psi's denominator guard, as in the authors' code
 RESCALES = ("layer", "channel")
 GRID_ASPECT_TOLERANCE = 1.5  # how far a term's h:w may be from the image's H:W and still lie on it
-
-
-class CompletenessError(ValueError):
-    """The decomposition does not add up to the logit: some forward() is not linear between units."""
 
 
 def _on_grid(dims: Sequence[int], image: Sequence[int]) -> bool:
@@ -336,6 +333,8 @@ def _local_residual(model, module, args, kwargs, units, generator) -> tuple[floa
     moving = [
         i for i, leaf in enumerate(leaves) if isinstance(leaf, torch.Tensor) and leaf.is_floating_point()
     ]
+    if not moving:  # a call on shapes alone (a positional encoding built from scratch): a constant
+        return 0.0, 0.0
     with torch.no_grad():
         outputs = tensor_outputs(module.forward(*args, **kwargs))
     weights = [torch.randn(o.shape, generator=generator, dtype=o.dtype).to(o.device) for o in outputs]
