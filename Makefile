@@ -22,6 +22,11 @@ $(VENV)/.installed: pyproject.toml uv.lock | $(UV)
 
 install: $(VENV)/.installed
 
+# The benchmarks alone need the `bench` group (quantus): make test and make install leave it out.
+$(VENV)/.bench-installed: $(VENV)/.installed
+	$(UV) sync --locked --group bench --python $(PYTHON)
+	touch $@
+
 demo: install
 	$(VENV)/bin/roar experiment=digits
 
@@ -42,7 +47,7 @@ slurm-up:
 slurm-down:
 	slurm/cluster-down.sh
 
-bench: install
+bench: $(VENV)/.bench-installed
 	$(VENV)/bin/python -m benchmarks
 
 lint: install

@@ -8,7 +8,9 @@ import sys
 import torch
 
 # Each module has run() -> list of printable rows.
-BENCHMARKS: list[str] = ["fullgrad", "baselines", "road", "training", "threads", "datapath", "cifar", "gpu"]
+BENCHMARKS: list[str] = [
+    "fullgrad", "baselines", "road", "training", "threads", "datapath", "cifar", "quantus", "gpu",
+]  # fmt: skip
 
 
 def main(names: list[str]) -> None:

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# Runs every protocol of the agreement report on one base model (experiment=digits_agreement), then
-# `roar-report --agreement` over the runs; docs/agreement_digits.png and .md are its figure and report
+# Runs every protocol of the agreement report on one base model (experiment=digits_agreement): ROAR and KAR,
+# mean and ROAD fills, mask leakage, pixel perturbation (LeRF and MoRF deletion, MoRF insertion, SRG) and
+# cascading model randomisation; then `roar-report --agreement` over the runs; docs/agreement_digits.png and .md are its figure and report
 # (docs/evaluation.md, "Agreement between protocols").
 # Usage: docs/agreement.sh [work directory] [override ...]  (default: a fresh temporary one; the runs share
 # its cache, and the overrides, e.g. logger=none, go to every run)
@@ -22,9 +23,12 @@ run roar_mean
 run roar_road roar.fill=road
 run kar_mean roar.mode=kar
 run leakage task=leakage
-run perturbation task=perturbation "task.fractions=[0.03,0.1,0.2,0.3,0.5]"
-# MoRF deletion and insertion runs (task=perturbation with task.order / task.mode) go here.
-# Model-randomisation runs (task=randomization) go here.
+fractions="task.fractions=[0.03,0.1,0.2,0.3,0.5]"
+run perturbation_lerf task=perturbation "$fractions"
+run perturbation_morf task=perturbation "$fractions" task.order=morf
+run insertion_morf task=perturbation "$fractions" task.order=morf task.mode=insertion task.metric=probability
+run srg task=perturbation "$fractions" "task.order=[lerf,morf]"
+run randomization task=randomization
 
 "$repo/.venv/bin/roar-report" --agreement "${runs[@]}" --out "$work/agreement"
 cp "$work/agreement/agreement.png" "$repo/docs/agreement_digits.png"
