@@ -193,7 +193,9 @@ def report_logger(cfg: DictConfig, out_dir: Path, run_dir: Path, identity: Calla
     logger_class = allowed_logger(cfg, run_dir)
     if logger_class is None:
         return None
-    updates = {"save_dir": str(out_dir)}
+    # Absolute: W&B's service process, started by the first run of this process, resolves a relative
+    # directory against its own working directory, not the caller's current one.
+    updates = {"save_dir": str(Path(out_dir).resolve())}
     if "group" in cfg.logger:
         updates |= identity()
     arguments = OmegaConf.to_container(OmegaConf.merge(cfg.logger, updates), resolve=True)
