@@ -340,7 +340,11 @@ def markdown(protocols: list[Protocol], methods: list[str], dropped: dict[str, l
         "",
         "A rank is the protocol's verdict in its own direction: ROAR ranks first the method whose removals "
         "hurt the retrained model most, KAR the one whose kept pixels sustain it best, perturbation (LeRF "
-        "deletion) the one whose least salient pixels change the logit least. Leakage ranks first the "
+        "deletion) the one whose least salient pixels change the logit least, MoRF deletion the one whose "
+        "most salient pixels change it most, MoRF insertion the one whose most salient pixels restore the "
+        "target's probability fastest, SRG the one whose LeRF and MoRF curves lie furthest apart, and "
+        "randomization the one whose maps change most when the model's weights are re-initialised. "
+        "Leakage ranks first the "
         "method whose removal masks alone let a classifier guess the label least: a property of the masks "
         "(how much ROAR's retraining can read from where pixels were removed), not of the explanation's "
         "quality; a positive τ between leakage and ROAR says that the methods ROAR favours leak less.",
@@ -387,7 +391,7 @@ def plot_heatmap(protocols: list[Protocol], pairs: list[dict], replicates: int, 
     )
     fig.tight_layout()
     with atomic_write(path) as tmp:
-        fig.savefig(tmp, format=path.suffix[1:])
+        fig.savefig(tmp, format=path.suffix[1:], bbox_inches="tight")  # long protocol names
     plt.close(fig)
 
 
