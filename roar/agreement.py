@@ -33,7 +33,7 @@ import torch  # noqa: E402
 from omegaconf import DictConfig, OmegaConf  # noqa: E402
 from scipy.stats import kendalltau  # noqa: E402
 
-from roar.config import ConfigError  # noqa: E402
+from roar.config import ConfigError, first_difference  # noqa: E402
 from roar.files import UNREADABLE_TORCH_FILE, atomic_write  # noqa: E402
 from roar.report import PER_IMAGE  # noqa: E402
 from roar.summary import area_under_curve  # noqa: E402
@@ -93,14 +93,6 @@ def _config(run_dir: Path) -> DictConfig:
 def _base_model(cfg: DictConfig) -> dict:
     """What decides the base model, as written (interpolations unresolved: they name the same values)."""
     return {key: OmegaConf.to_container(cfg, resolve=False).get(key) for key in BASE_MODEL_KEYS}
-
-
-def _first_difference(a, b, prefix: str = "") -> str:
-    if isinstance(a, dict) and isinstance(b, dict):
-        for key in sorted(set(a) | set(b), key=str):
-            if a.get(key) != b.get(key):
-                return _first_difference(a.get(key), b.get(key), f"{prefix}{key}.")
-    return f"{prefix.rstrip('.')} ({a!r} vs {b!r})"
 
 
 def _read_summary(run_dir: Path) -> tuple[dict[str, int], dict[str, float]]:
@@ -190,14 +182,14 @@ def check_base_model(protocols: list[Protocol]) -> None:
         if a != b:
             raise ConfigError(
                 f"{first.run_dir} and {other.run_dir} have different base models, "
-                f"{_first_difference(a, b)}: the agreement report compares protocols on one base model"
+                f"{first_difference(a, b)}: the agreement report compares protocols on one base model"
             )
         for method in sorted(set(first.methods) & set(other.methods)):
             a, b = (OmegaConf.to_container(p.config.method[method], resolve=False) for p in (first, other))
             if a != b:
                 raise ConfigError(
                     f"{first.run_dir} and {other.run_dir} configure method {method} differently, "
-                    f"{_first_difference(a, b, f'method.{method}.')}"
+                    f"{first_difference(a, b, f'method.{method}.')}"
                 )
 
 

@@ -125,3 +125,13 @@ def _choices(value) -> list:
     if isinstance(value, Glob):  # a sweep over options by pattern: Hydra expands it
         return []
     return [value]
+
+
+def first_difference(a, b, prefix: str = "") -> str:
+    """Where two nested configurations (plain dicts) first differ, as `key.path (a vs b)`: what a refusal to
+    compare or merge runs names."""
+    if isinstance(a, dict) and isinstance(b, dict):
+        for key in sorted(set(a) | set(b), key=str):
+            if a.get(key) != b.get(key):
+                return first_difference(a.get(key), b.get(key), f"{prefix}{key}.")
+    return f"{prefix.rstrip('.')} ({a!r} vs {b!r})"

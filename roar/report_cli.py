@@ -32,7 +32,7 @@ from pytorch_lightning.loggers import WandbLogger
 
 from roar import agreement, report
 from roar.app import CONFIG_DIR
-from roar.config import ConfigError
+from roar.config import ConfigError, first_difference
 from roar.console import silence_known_warnings
 from roar.sweep import run_name, sweep_group, unique_dir
 from roar.tasks.roar import outputs as roar_outputs
@@ -68,14 +68,6 @@ def _experiment(cfg: DictConfig) -> dict:
     return OmegaConf.to_container(cfg, resolve=False)
 
 
-def _first_difference(a, b, prefix: str = "") -> str:
-    if isinstance(a, dict) and isinstance(b, dict):
-        for key in sorted(set(a) | set(b), key=str):
-            if a.get(key) != b.get(key):
-                return _first_difference(a.get(key), b.get(key), f"{prefix}{key}.")
-    return f"{prefix.rstrip('.')} ({a!r} vs {b!r})"
-
-
 def merged_rows(dirs: list[Path]) -> list[dict]:
     """The union of the jobs' rows; a cell several jobs hold (fraction 0, shared by every job of a method and
     seed) must agree, and the jobs must share every configuration value that decides results but the
@@ -90,7 +82,7 @@ def merged_rows(dirs: list[Path]) -> list[dict]:
             reference, reference_dir = setting, run_dir
         elif setting != reference:
             raise ConfigError(
-                f"{reference_dir} and {run_dir} differ in {_first_difference(reference, setting)}: "
+                f"{reference_dir} and {run_dir} differ in {first_difference(reference, setting)}: "
                 "one report covers one configuration; report them separately"
             )
         for row in report.read_csv(run_dir / "results.csv"):
