@@ -54,17 +54,26 @@ def removal_mask(
     `generator`, so a constant map removes a random set rather than always the first entries in memory
     order.
     """
-    if mode not in MODES:
-        raise ValueError(f"unknown removal mode {mode!r}; choose from {MODES}")
-    n = saliency.shape[0]
-    flat = saliency.reshape(n, -1)
-    k = pixels_to_remove(flat.shape[1], fraction)
+    return mask_of_rank(salience_rank(saliency, generator), fraction, mode)
+
+
+def salience_rank(saliency: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
+    """Each entry's place in its image's order of decreasing saliency (0 = most salient), shaped like
+    `saliency`; ties in a random order drawn from `generator`. Ranked once, it serves every fraction."""
+    flat = saliency.reshape(saliency.shape[0], -1)
     # Sort a random permutation of the entries stably by saliency: equal values keep the random order.
     order = torch.rand(flat.shape, generator=generator).argsort(dim=1).to(flat.device)
     ranked = torch.sort(flat.gather(1, order), dim=1, descending=True, stable=True).indices
-    top = order.gather(1, ranked[:, :k])
-    mask = torch.zeros_like(flat, dtype=torch.bool).scatter_(1, top, True)
-    return (mask if mode == "roar" else ~mask).view_as(saliency)
+    places = torch.arange(flat.shape[1], device=flat.device).expand_as(flat)
+    return torch.empty_like(ranked).scatter_(1, order.gather(1, ranked), places).view_as(saliency)
+
+
+def mask_of_rank(rank: torch.Tensor, fraction: float, mode: str = "roar") -> torch.Tensor:
+    """`removal_mask` from `salience_rank`'s places."""
+    if mode not in MODES:
+        raise ValueError(f"unknown removal mode {mode!r}; choose from {MODES}")
+    mask = rank < pixels_to_remove(rank[0].numel(), fraction)
+    return mask if mode == "roar" else ~mask
 
 
 def replace_pixels(images: torch.Tensor, mask: torch.Tensor, fill: torch.Tensor) -> torch.Tensor:

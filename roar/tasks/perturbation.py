@@ -42,7 +42,7 @@ from roar.config import method_names
 from roar.console import GridProgress
 from roar.data.datamodule import unit_range
 from roar.pipeline import load_data, saliency_stage
-from roar.removal import FILLS, pixels_to_remove, removal_mask, remove
+from roar.removal import FILLS, mask_of_rank, pixels_to_remove, remove, salience_rank
 from roar.report import Outputs
 from roar.schema import METRICS, ORDERS, PERTURBATION_MODES
 from roar.tasks.common import Run, base_model, open_run, write_outputs
@@ -112,10 +112,15 @@ def removal_curves(
     # Deletion removes the first entries in the order; insertion restores them, removing all the others.
     kept = "roar" if mode == "deletion" else "kar"
     original = target_scores(model, normalize, images, labels, metric, batch_size)
+    # One ranking for every fraction; each fraction's ROAD noise starts from the generator state that
+    # follows it, as if each fraction seeded its own generator and ranked anew.
+    generator = torch.Generator().manual_seed(seed)
+    rank = salience_rank(ranked, generator)
+    after_ranking = generator.get_state()
     curves = []
     for fraction in fractions:
-        generator = torch.Generator().manual_seed(seed)
-        perturbed = remove(images, removal_mask(ranked, fraction, generator, kept), fill, mean, generator)
+        generator.set_state(after_ranking)
+        perturbed = remove(images, mask_of_rank(rank, fraction, kept), fill, mean, generator)
         scores = target_scores(model, normalize, perturbed, labels, metric, batch_size)
         curves.append((scores - original).abs() / original.abs() if metric == "logit_change" else scores)
     return torch.stack(curves).cpu()
