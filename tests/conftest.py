@@ -66,3 +66,14 @@ def run_roar(tmp_path):
         return run_command("roar", *overrides, cwd=cwd)
 
     return run
+
+
+class WritesAFile:
+    """A pickle that, when loaded without weights_only, creates the file `marker`: code run by loading (what
+    the tests of roar-report's scanned files check is never run)."""
+
+    def __init__(self, marker: Path):
+        self.marker = marker
+
+    def __reduce__(self):
+        return (Path.touch, (self.marker,))

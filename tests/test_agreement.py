@@ -19,7 +19,7 @@ from roar.app import experiment
 from roar.report import PER_IMAGE, Outputs, publish
 from roar.report_cli import main
 from tests import wandb_records
-from tests.conftest import compose_config
+from tests.conftest import WritesAFile, compose_config
 
 METHODS = ["fullgrad", "input_gradient", "integrated_gradients", "random"]
 IMAGES = 400
@@ -129,16 +129,6 @@ def test_runs_without_per_image_values_are_resampled_over_seeds_and_the_report_s
     assert float(pair["tau"]) == 1.0 and int(pair["replicates"]) == 50
 
 
-class _WritesAFile:
-    """A pickle that, when loaded without weights_only, creates the file `marker`: code run by loading."""
-
-    def __init__(self, marker: Path):
-        self.marker = marker
-
-    def __reduce__(self):
-        return (Path.touch, (self.marker,))
-
-
 def test_nothing_in_the_scanned_runs_is_run(tmp_path, capsys):
     marker = tmp_path / "code-was-run"
     a = write_run(tmp_path / "a", SPREAD)
@@ -153,7 +143,7 @@ def test_nothing_in_the_scanned_runs_is_run(tmp_path, capsys):
     assert status == 0 and not marker.exists()
 
     # per_image.pt is loaded with weights_only: a pickle that would run code is refused.
-    (b / PER_IMAGE).write_bytes(pickle.dumps(_WritesAFile(marker)))
+    (b / PER_IMAGE).write_bytes(pickle.dumps(WritesAFile(marker)))
     status, _, err = agreement_report(str(a), str(b), "--out", str(tmp_path / "report"), capsys=capsys)
     assert status == 2
     (line,) = err.strip().splitlines()

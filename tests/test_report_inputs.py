@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from tests.conftest import run_command, succeeded
+from tests.conftest import WritesAFile, run_command, succeeded
 
 # Two jobs: the sweep is killed once the first has written its results, while the second runs (or before
 # it starts).
@@ -73,21 +73,11 @@ def test_the_sweep_rerun_to_completion_is_reported_whole(killed_sweep, tmp_path)
     assert "partial" not in (tmp_path / "sweep" / "summary.md").read_text()
 
 
-class _WritesAFile:
-    """A pickle that, when loaded without weights_only, creates the file `marker`: code run by loading."""
-
-    def __init__(self, marker: Path):
-        self.marker = marker
-
-    def __reduce__(self):
-        return (Path.touch, (self.marker,))
-
-
 def test_a_scanned_logger_target_that_is_not_a_logger_is_refused_and_never_run(killed_sweep, tmp_path):
     job = tmp_path / "received" / "0"
     shutil.copytree(killed_sweep / "sweep" / "0", job)
     payload, marker = tmp_path / "payload.pt", tmp_path / "code-was-run"
-    payload.write_bytes(pickle.dumps(_WritesAFile(marker)))
+    payload.write_bytes(pickle.dumps(WritesAFile(marker)))
     config_file = job / ".hydra" / "config.yaml"
     config = yaml.safe_load(config_file.read_text())
     config["logger"] = {"_target_": "torch.load", "f": str(payload), "weights_only": False}

@@ -107,7 +107,7 @@ def removal_curves(
     device = next(model.parameters()).device
     images, maps = images.to(device), maps.to(device)
     mean = fill_mean if fill_mean is not None else torch.zeros(images.shape[1])
-    # removal_mask marks the most salient entries (roar) or all but them (kar): LeRF ranks the negated map.
+    # mask_of_rank marks the most salient entries (roar) or all but them (kar): LeRF ranks the negated map.
     ranked = maps if order == "morf" else -maps
     # Deletion removes the first entries in the order; insertion restores them, removing all the others.
     kept = "roar" if mode == "deletion" else "kar"
