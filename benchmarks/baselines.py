@@ -2,7 +2,7 @@
 
 CIFAR-sized inputs (64 x 3 x 32 x 32, two CPU threads) on torchvision's vgg11_bn (classifier resized for
 512 x 1 x 1 features) and resnet18, 10 classes, random weights; each method with the parameters of its
-conf/method/<name>.yaml (integrated gradients: 50 steps; the noise methods: 50 samples; the perturbation
+roar/conf/method/<name>.yaml (integrated gradients: 50 steps; the noise methods: 50 samples; the perturbation
 methods: 64 patches or superpixels, lime and kernel_shap 200 samples), called through
 `roar.saliency.create(...).pixel_maps`. How time and memory are measured: benchmarks/measure.py.
 
@@ -49,7 +49,7 @@ TARGET_TIME, TARGET_MEMORY = 55.0, 2.0
 
 
 def saliency_call(name: str, model: nn.Module, x: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-    """The method with its conf/method/<name>.yaml parameters (the run seed 0), as create(name) reads them."""
+    """The method with its roar/conf/method/<name>.yaml parameters (the run seed 0), as create(name) reads them."""
     return saliency.create(name, model).pixel_maps(x, target)
 
 

@@ -18,7 +18,7 @@ from torchvision.transforms import v2
 from benchmarks.timing import NO_CUDA, config, interleaved, synchronize
 from benchmarks.training import EPOCHS, plain_epochs, synthetic_datamodule
 from roar.data import TensorDataModule
-from roar.pipeline import removed_datamodule
+from roar.stages import removed_datamodule
 
 IMAGES, BATCH, ROUNDS = 16384, 256, 3
 

@@ -28,8 +28,8 @@ from hydra.utils import instantiate
 
 from benchmarks.cifar import NO_IMAGES, accuracy_over_time, cifar10_images, imagefolder, time_to
 from benchmarks.timing import NO_CUDA, config, synchronize
-from roar.imputation import noisy_linear_impute
 from roar.removal import removal_mask
+from roar.removal.imputation import noisy_linear_impute
 from roar.saliency import FullGrad
 
 SEEDS = (0, 1, 2)

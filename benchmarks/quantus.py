@@ -2,7 +2,7 @@
 Quantus and by roar on the same model, maps and images; for each, the largest difference between their
 numbers and the ratio of their times (target: roar at least 10x faster, with equal results).
 
-Setup: the digits SmallCNN of conf/experiment/digits.yaml trained for EPOCHS epochs here, the first IMAGES
+Setup: the digits SmallCNN of roar/conf/experiment/digits.yaml trained for EPOCHS epochs here, the first IMAGES
 test images (raw, in [0, 1]; 1 x 8 x 8, so D = 64 pixels), and the maps of METHODS on them. Quantus gets
 the network behind the normalisation (it feeds raw images, as roar does) and, for MPRT, roar's saliency
 method as its explain_func. Both run on 2 threads; a time is the median of REPEATS runs, Quantus and roar
@@ -47,8 +47,8 @@ from torch import nn
 
 from benchmarks.timing import config, interleaved
 from roar import saliency
-from roar.imputation import ROAD_NOISE, linear_impute
 from roar.removal import removal_mask
+from roar.removal.imputation import ROAD_NOISE, linear_impute
 from roar.tasks.perturbation import removal_curves
 from roar.tasks.randomization import map_similarity, randomized_models
 

@@ -16,8 +16,8 @@ from functools import partial
 import torch
 import torch.nn.functional as F
 
-from roar.imputation import linear_impute_direct, noisy_linear_impute
 from roar.removal import removal_mask
+from roar.removal.imputation import linear_impute_direct, noisy_linear_impute
 
 BATCH = 1024  # images per batched call
 DIRECT = 32  # images per scipy round (one solve each)

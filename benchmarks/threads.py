@@ -1,6 +1,6 @@
 """Small-CNN training throughput on an idle CPU and on one where another process is busy on every core.
 
-The demo's training (digits, small_cnn, batch 128, conf/trainer/cpu.yaml: deterministic, float32) runs
+The demo's training (digits, small_cnn, batch 128, roar/conf/trainer/cpu.yaml: deterministic, float32) runs
 under Lightning, without validation, checkpoints or logger, for WINDOW seconds of steps after a warm-up;
 idle and loaded windows alternate ROUNDS times and the medians are compared. A loaded window first starts
 one busy-looping process per CPU this process may run on (each ends by itself after a bound and is killed
@@ -8,7 +8,7 @@ once the window is over). Each variant runs in a fresh process, since the wait p
 loads:
 
 - roar's defaults: roar imported before torch, as its entry points do (OMP_WAIT_POLICY=PASSIVE), and the
-  thread count chosen by roar/threads.py;
+  thread count chosen by roar/runtime/threads.py;
 - the libgomp default: torch imported first, so its threads spin while they wait, and torch's own thread
   count (one per CPU of the affinity mask), as roar ran before it had a thread policy;
 - one thread (what the README advised for a shared machine before), for comparison.
@@ -93,7 +93,7 @@ def measure(apply_policy: bool) -> None:
     from hydra.utils import instantiate
 
     from benchmarks.timing import config
-    from roar.threads import affinity_cpus, apply_thread_policy
+    from roar.runtime.threads import affinity_cpus, apply_thread_policy
 
     logging.getLogger("pytorch_lightning").setLevel(logging.WARNING)
     warnings.filterwarnings("ignore", ".*does not have many workers.*")

@@ -26,10 +26,10 @@ def synchronize() -> None:
 
 
 def config(*overrides: str):
-    """The composed roar configuration (conf/), without running anything."""
+    """The composed roar configuration (roar/conf/), without running anything."""
     from hydra import compose, initialize_config_dir
 
-    from roar.app import CONFIG_DIR
+    from roar.conf import CONFIG_DIR
 
     with initialize_config_dir(str(CONFIG_DIR), version_base="1.3"):
         return compose("config", overrides=["paths.root_dir=.", "paths.output_dir=.", *overrides])

@@ -4,7 +4,7 @@ data path (uint8 tensors, per-batch normalisation and crop+flip), optimiser and 
 Both run one untimed warm-up epoch, then EPOCHS timed ones; the two alternate ROUNDS times and the medians
 are compared. CPU rows use torch's thread count (OMP_NUM_THREADS, else one per core). The Lightning path is
 the pipeline's: ImageClassifier (loss, torchmetrics accuracy, logging) under a Trainer built from
-conf/trainer/, without validation, checkpoints or progress bar. The plain loop does the recipe's work by
+roar/conf/trainer/, without validation, checkpoints or progress bar. The plain loop does the recipe's work by
 hand: its parameter groups, training loss, data-dependent initialisation and weight average (fast_cifar).
 The GPU rows (trainer=gpu: bf16, channels-last, data on the device) are run by benchmarks/gpu.py.
 """

@@ -1,3 +1,3 @@
-from roar.app import main
+from roar.cli.app import main
 
 main()

@@ -8,13 +8,13 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from hydra import compose as hydra_compose
-from hydra import initialize_config_dir
+from hydra import initialize_config_module
 from hydra.core.global_hydra import GlobalHydra
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, open_dict
 
-from roar import CONFIG_DIR
-from roar.app import JOB_NAME, experiment
+from roar.cli.app import JOB_NAME, experiment
+from roar.conf import CONFIG_DIR
 from roar.config import check_group_choices, validate
 
 # The table each task writes, in the order a run directory is searched for it (task=explain has none).
@@ -58,7 +58,7 @@ def compose(overrides: list[str] = ()) -> DictConfig:
     run directory Hydra would create)."""
     overrides = list(overrides)
     check_group_choices(overrides, CONFIG_DIR)
-    with initialize_config_dir(str(CONFIG_DIR), version_base="1.3", job_name=JOB_NAME):
+    with initialize_config_module("roar.conf", version_base="1.3", job_name=JOB_NAME):
         cfg = hydra_compose("config", overrides=overrides, return_hydra_config=True)
     # What Hydra sets when it starts a job, so that ${hydra:...} resolves outside one.
     with open_dict(cfg):
@@ -75,7 +75,7 @@ def run(overrides: list[str] = ()) -> RunResult:
     wrote. A value that cannot work raises ConfigError before anything is computed."""
     overrides = list(overrides)
     check_group_choices(overrides, CONFIG_DIR)
-    with initialize_config_dir(str(CONFIG_DIR), version_base="1.3", job_name=JOB_NAME):
+    with initialize_config_module("roar.conf", version_base="1.3", job_name=JOB_NAME):
         # Hydra's own run: the run directory, .hydra/, app.log and the working directory as for the command;
         # the task's exception (a ConfigError included) is re-raised here.
         hydra = GlobalHydra.instance().hydra

@@ -16,8 +16,8 @@ from hydra import compose, initialize_config_dir
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, open_dict
 
-from roar.app import CONFIG_DIR
-from roar.console import silence_known_warnings
+from roar.conf import CONFIG_DIR
+from roar.runtime.console import silence_known_warnings
 
 REPO = Path(__file__).resolve().parent.parent
 # A small, fast grid used by the end-to-end tests.
@@ -54,7 +54,7 @@ def succeeded(done: subprocess.CompletedProcess) -> subprocess.CompletedProcess:
 
 @pytest.fixture(autouse=True)
 def _known_warnings_silenced():
-    """As a run has them (roar.console): pytest restores its own warning filters around every test."""
+    """As a run has them (roar.runtime.console): pytest restores its own warning filters around every test."""
     silence_known_warnings()
 
 

@@ -14,10 +14,9 @@ import torch
 import yaml
 from omegaconf import OmegaConf
 
-from roar import agreement
-from roar.app import experiment
-from roar.report import PER_IMAGE, Outputs, publish
-from roar.report_cli import main
+from roar.cli.app import experiment
+from roar.cli.report import main
+from roar.report import PER_IMAGE, Outputs, agreement, publish
 from tests import wandb_records
 from tests.conftest import WritesAFile, compose_config
 
@@ -150,7 +149,7 @@ def test_nothing_in_the_scanned_runs_is_run(tmp_path, capsys):
     assert line.startswith(f"roar-report: error: {b / PER_IMAGE}: not a per-image values file"), line
     assert not marker.exists() and not (tmp_path / "report").exists()
 
-    # The report's logger is only one conf/logger/ offers.
+    # The report's logger is only one roar/conf/logger/ offers.
     shutil.copy(a / PER_IMAGE, b / PER_IMAGE)
     config = yaml.safe_load((a / ".hydra" / "config.yaml").read_text())
     config["logger"] = {"_target_": "pathlib.Path.touch", "self": str(marker)}

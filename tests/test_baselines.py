@@ -9,7 +9,7 @@ import torchvision
 from torch import nn
 
 from roar import saliency
-from roar.app import experiment
+from roar.cli.app import experiment
 from roar.config import ConfigError, method_names, validate
 from roar.models import SmallCNN
 from roar.saliency import GradCam, GradCamPlusPlus, IntegratedGradients, Sobel

@@ -13,8 +13,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from roar.cache import MANIFEST, StageCache, spec_key
-from roar.files import atomic_write
+from roar.runtime.cache import MANIFEST, StageCache, spec_key
+from roar.runtime.files import atomic_write
 
 
 def test_second_request_reuses_and_a_changed_value_recomputes(tmp_path):
@@ -124,7 +124,7 @@ def test_a_job_killed_mid_computation_leaves_no_lock_and_the_next_one_resumes_it
     script = f"""
 import time
 from pathlib import Path
-from roar.cache import StageCache
+from roar.runtime.cache import StageCache
 
 def compute(work):
     (work.dir / "epoch-1.ckpt").write_text("half done")
@@ -171,7 +171,7 @@ def test_a_manifest_of_random_bytes_or_an_empty_list_is_discarded_and_recomputed
         caplog.clear()
         recomputed = cache.get_or_compute("s", spec, lambda w: {"x": torch.zeros(2)})
         assert torch.equal(recomputed["x"], torch.zeros(2)), spec
-        assert [r.levelname for r in caplog.records if r.name == "roar.cache"] == ["WARNING"], spec
+        assert [r.levelname for r in caplog.records if r.name == "roar.runtime.cache"] == ["WARNING"], spec
         assert "manifest" in caplog.text
         assert json.loads(manifest.read_text())["spec"] == spec  # rewritten whole
         assert cache.events[-1]["status"] == "computed"

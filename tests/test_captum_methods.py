@@ -8,7 +8,7 @@ import torch
 from torch import nn
 
 from roar import saliency
-from roar.app import experiment
+from roar.cli.app import experiment
 from roar.models import SmallCNN, resnet18_cifar
 from roar.saliency.perturbation import patch_mask, superpixel_mask
 from roar.saliency.reference import DeepLift, untangled

@@ -3,8 +3,8 @@
 import pytest
 from omegaconf import OmegaConf
 
-from roar.app import CONFIG_DIR
-from roar.schema import schema_error
+from roar.conf import CONFIG_DIR
+from roar.config.schema import schema_error
 from tests.conftest import compose_config
 
 

@@ -1,5 +1,5 @@
 """torchvision's real dataset classes on tiny files in each real on-disk format, through roar's datamodule and
-its configs (conf/dataset/)."""
+its configs (roar/conf/dataset/)."""
 
 from functools import partial
 
@@ -9,7 +9,7 @@ from hydra.errors import InstantiationException
 from hydra.utils import instantiate
 from torchvision.datasets import CIFAR10, CIFAR100, MNIST, SVHN, FashionMNIST
 
-from roar.app import experiment
+from roar.cli.app import experiment
 from roar.config import ConfigError
 from roar.data import VisionDataModule
 from roar.data.vision import holdout

@@ -8,12 +8,12 @@ import torch
 from hydra.utils import instantiate
 
 from roar import saliency
-from roar.app import experiment
-from roar.cache import StageCache, spec_key
+from roar.cli.app import experiment
 from roar.config import ConfigError
-from roar.pipeline import training_spec
+from roar.runtime.cache import StageCache, spec_key
+from roar.stages import training_spec
+from roar.stages.training import load_classifier
 from roar.tasks.explain import CELL_INCHES, DPI, GALLERY, LOGIT_SHARES, explain_images
-from roar.training import load_classifier
 from tests import wandb_records
 from tests.conftest import compose_config, succeeded
 

@@ -6,12 +6,12 @@ import torch
 from hydra.utils import instantiate
 from torch import nn
 
-from roar.cache import Work
 from roar.config import ConfigError, method_names
 from roar.data import RandomCropFlip, Split, TensorDataModule
 from roar.models import FastCifarNet, ImageClassifier, WarmEMA, triangular
+from roar.runtime.cache import Work
 from roar.saliency import FullGrad
-from roar.training import train_classifier
+from roar.stages.training import train_classifier
 from tests import dataset_files
 from tests.conftest import compose_config
 from tests.test_presets import grid_rows

@@ -15,7 +15,7 @@ from torch.nn.attention import SDPBackend, sdpa_kernel
 from torchvision.models.convnext import LayerNorm2d
 from torchvision.ops.misc import SqueezeExcitation
 
-from roar.app import experiment
+from roar.cli.app import experiment
 from roar.saliency import FullGrad, SimpleFullGrad, SmoothFullGrad, full_gradient_terms
 from roar.saliency.decomposition import LayerCall
 from roar.saliency.fullgrad import feature_maps, rescaled_channel_sum
@@ -125,6 +125,9 @@ NORMS = [nn.GroupNorm(2, 4), LayerNorm2d(4), nn.LayerNorm([4, 3, 3]), SqueezeExc
 
 
 def hand_built(unit: nn.Module) -> nn.Module:
+    # A copy: the parametrised unit is one object shared by every test that takes it, and randomize() and
+    # .double() change a model in place; a test must not see what an earlier one did to it.
+    unit = copy.deepcopy(unit)
     torch.manual_seed(0)
     if isinstance(unit, nn.MultiheadAttention):
         return randomize(Tokens())

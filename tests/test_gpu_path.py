@@ -7,12 +7,12 @@ import torch.nn.functional as F
 from hydra.utils import instantiate
 from pytorch_lightning import Trainer
 
-from roar.cache import Work
 from roar.config import ConfigError, validate
 from roar.data import RandomCropFlip, Split, TensorDataModule
-from roar.pipeline import removed_datamodule
 from roar.removal import replace_pixels
-from roar.training import train_classifier
+from roar.runtime.cache import Work
+from roar.stages import removed_datamodule
+from roar.stages.training import train_classifier
 from tests import dataset_files
 from tests.conftest import compose_config
 

@@ -5,8 +5,13 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from roar.imputation import NEIGHBOUR_WEIGHTS, linear_impute, linear_impute_direct, noisy_linear_impute
 from roar.removal import removal_mask
+from roar.removal.imputation import (
+    NEIGHBOUR_WEIGHTS,
+    linear_impute,
+    linear_impute_direct,
+    noisy_linear_impute,
+)
 
 
 def _smooth_saliency(n, h, w, seed):

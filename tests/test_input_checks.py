@@ -13,9 +13,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from roar.app import experiment
+from roar.cli.app import experiment
 from roar.errors import ConfigError
-from roar.pipeline import check_model
+from roar.stages import check_model
 from tests.conftest import compose_config
 
 

@@ -5,13 +5,13 @@ import csv
 
 import torch
 
-from roar.app import experiment
-from roar.cache import Work
+from roar.cli.app import experiment
 from roar.data import DigitsDataModule
 from roar.data.datamodule import SPLITS
+from roar.runtime.cache import Work
+from roar.stages.training import train_classifier
 from roar.tasks.common import majority_share
 from roar.tasks.leakage import mask_datamodule
-from roar.training import train_classifier
 from tests.conftest import compose_config
 
 

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from roar.console import KNOWN_HARMLESS, GridProgress
+from roar.runtime.console import KNOWN_HARMLESS, GridProgress
 from tests.conftest import run_command
 
 ROAR = Path(sys.executable).parent / "roar"

@@ -1,4 +1,4 @@
-"""The networks behind conf/model/: shapes, CIFAR stems, input-channel adaptation, and FullGrad completeness
+"""The networks behind roar/conf/model/: shapes, CIFAR stems, input-channel adaptation, and FullGrad completeness
 in float64 with non-trivial batch-norm statistics."""
 
 import pytest

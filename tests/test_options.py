@@ -9,12 +9,13 @@ import torch
 from omegaconf import open_dict
 
 from roar import saliency
-from roar.app import CONFIG_DIR, experiment
-from roar.cache import spec_key
+from roar.cli.app import experiment
+from roar.conf import CONFIG_DIR
 from roar.config import ConfigError, check_group_choices, validate
 from roar.models import SmallCNN
-from roar.pipeline import removal_spec, saliency_spec, training_spec
 from roar.removal import ranking_reduction, removal_mask
+from roar.runtime.cache import spec_key
+from roar.stages import removal_spec, saliency_spec, training_spec
 from tests.conftest import compose_config
 
 

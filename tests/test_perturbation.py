@@ -8,11 +8,11 @@ import pytest
 import torch
 from torch import nn
 
-from roar.app import experiment
+from roar.cli.app import experiment
+from roar.config.schema import METRICS, ORDERS, PERTURBATION_MODES
 from roar.removal import FILLS
 from roar.report import PER_IMAGE
-from roar.schema import METRICS, ORDERS, PERTURBATION_MODES
-from roar.summary import area_under_curve
+from roar.report.summary import area_under_curve
 from roar.tasks.perturbation import lower_is_better, removal_curves
 from tests.conftest import compose_config
 

@@ -4,7 +4,7 @@ import csv
 import json
 from pathlib import Path
 
-from roar.app import experiment
+from roar.cli.app import experiment
 from roar.data.datamodule import SPLITS
 from roar.tasks import roar as roar_task
 from tests import wandb_records
@@ -66,8 +66,8 @@ def test_second_run_reuses_the_base_model_and_maps_and_a_changed_value_recompute
 
 
 def test_saliency_maps_cover_every_image_of_every_split(tmp_path):
-    from roar.cache import StageCache, spec_key
-    from roar.pipeline import saliency_spec
+    from roar.runtime.cache import StageCache, spec_key
+    from roar.stages import saliency_spec
 
     cfg = compose_config(tmp_path, *TINY, "logger=none", "roar.fractions=[0.5]", "method=fullgrad")
     experiment(cfg)

@@ -1,10 +1,9 @@
-"""The presets in conf/experiment/: what each selects, and the MNIST one end to end on MNIST-format files."""
+"""The presets in roar/conf/experiment/: what each selects, and the MNIST one end to end on MNIST-format files."""
 
 import csv
 
 import pytest
 
-from roar.app import CONFIG_DIR
 from roar.config import method_names
 from tests import dataset_files
 from tests.conftest import compose_config
@@ -19,9 +18,6 @@ PAPER_METHODS = ["input_gradient", "integrated_gradients", "smoothgrad", "gradca
      ("cifar100_fullgrad_paper", "cifar100", "roar.models.vgg_bn_cifar", PAPER_METHODS)],
 )  # fmt: skip
 def test_presets_select_dataset_model_methods_and_fractions(tmp_path, preset, dataset, model, methods):
-    missing = [m for m in methods if not (CONFIG_DIR / "method" / f"{m}.yaml").exists()]
-    if missing:
-        pytest.skip(f"methods {missing} arrive with the baselines (issue 4)")
     cfg = compose_config(tmp_path, f"experiment={preset}")
     assert cfg.dataset.name == dataset and cfg.model.net._target_ == model
     assert method_names(cfg) == methods

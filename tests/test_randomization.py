@@ -13,10 +13,11 @@ import scipy.stats
 import torch
 from torch import nn
 
-from roar.app import experiment
-from roar.cache import spec_key
+from roar.cli.app import experiment
 from roar.config import ConfigError, validate
 from roar.models import SmallCNN
+from roar.runtime.cache import spec_key
+from roar.stages.training import build_classifier
 from roar.tasks import common, randomization
 from roar.tasks.explain import CELL_INCHES, DPI
 from roar.tasks.randomization import (
@@ -26,7 +27,6 @@ from roar.tasks.randomization import (
     parameter_layers,
     randomized_models,
 )
-from roar.training import build_classifier
 from tests.conftest import compose_config
 
 

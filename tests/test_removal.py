@@ -3,9 +3,9 @@ import torch
 from torchvision.transforms.v2.functional import gaussian_blur
 
 from roar.data import Split, TensorDataModule
-from roar.pipeline import removed_datamodule
 from roar.removal import pixels_to_remove, ranking_reduction, removal_mask, remove, replace_pixels
 from roar.saliency import REDUCTIONS
+from roar.stages import removed_datamodule
 
 
 @pytest.mark.parametrize("fraction", [0.0, 0.1, 0.25, 0.5, 0.77, 0.9])

@@ -17,9 +17,9 @@ from pathlib import Path
 import pytest
 import torch
 
-from roar.app import experiment
-from roar.cache import MANIFEST, StageCache, spec_key
-from roar.pipeline import removal_spec, saliency_spec, training_spec
+from roar.cli.app import experiment
+from roar.runtime.cache import MANIFEST, StageCache, spec_key
+from roar.stages import removal_spec, saliency_spec, training_spec
 from tests.conftest import compose_config, succeeded
 
 # A small grid: the base model, one method's maps, one retrained cell.
@@ -54,7 +54,7 @@ class Stopped(datetime.datetime):
         return cls(2026, 1, 2, 3, 4, 5)
 
 hydra.core.utils.datetime = Stopped
-from roar.app import main
+from roar.cli.app import main
 sys.argv = ["roar", *sys.argv[1:]]
 main()
 """
@@ -101,13 +101,13 @@ def test_a_corrupted_or_swapped_cache_is_recomputed_to_the_same_results_with_one
         shutil.copy(cell_30 / name, cell_60 / name)
 
     caplog.clear()
-    with caplog.at_level(logging.WARNING, logger="roar.cache"):
+    with caplog.at_level(logging.WARNING, logger="roar.runtime.cache"):
         second = experiment(cfg)
     assert (second / "results.csv").read_bytes() == (first / "results.csv").read_bytes()
     statuses = {s["key"]: s["status"] for s in _rows(second / "stages.csv")}
     assert {statuses[d.name] for d in (base, maps, cell_60)} == {"computed"}
     assert statuses[cell_30.name] == "reused"
-    warnings = [r.getMessage() for r in caplog.records if r.name == "roar.cache"]
+    warnings = [r.getMessage() for r in caplog.records if r.name == "roar.runtime.cache"]
     assert len(warnings) == 3, warnings
     for directory in (base, maps, cell_60):
         (warning,) = [w for w in warnings if directory.name in w]
@@ -153,7 +153,7 @@ def test_ctrl_c_mid_fit_says_what_was_kept_and_the_rerun_resumes_from_the_last_e
     assert f"unmodified, seed 0: {last} holds epoch {epochs} of 6" in message
     assert str(tmp_path / "cache") in message and "Run the same command again to resume" in message
 
-    with caplog.at_level(logging.INFO, logger="roar.training"):
+    with caplog.at_level(logging.INFO, logger="roar.stages.training"):
         resumed = experiment(cfg)
     assert f"resuming from {last}" in caplog.text
     assert _stages(resumed, cfg) == {"base": "resumed", "maps": "computed", "cell": "computed"}

@@ -37,7 +37,7 @@ def _no_cluster() -> str | None:
 NO_CLUSTER = _no_cluster()
 pytestmark = [pytest.mark.slurm, pytest.mark.skipif(NO_CLUSTER is not None, reason=str(NO_CLUSTER))]
 
-# Small jobs for a test cluster (the defaults in conf/hydra/launcher/slurm.yaml are for real clusters).
+# Small jobs for a test cluster (the defaults in roar/conf/hydra/launcher/slurm.yaml are for real clusters).
 SLURM = ["hydra/launcher=slurm", "hydra.launcher.cpus_per_task=1", "hydra.launcher.mem_gb=1",
          "hydra.launcher.timeout_min=10"]  # fmt: skip
 

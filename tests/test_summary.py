@@ -6,8 +6,9 @@ import pytest
 from matplotlib.collections import PolyCollection
 from matplotlib.colors import to_rgba
 
-from roar.report import Outputs, curve_figure, publish
-from roar.summary import area_under_curve, summarize
+from roar.report import Outputs, publish
+from roar.report.figures import curve_figure
+from roar.report.summary import area_under_curve, summarize
 
 
 def _rows(curves: dict[str, list[list[float]]], fractions=(0.0, 0.5, 1.0)) -> list[dict]:

@@ -7,12 +7,12 @@ import pytest
 import torch
 
 from roar import saliency
-from roar.app import experiment
+from roar.cli.app import experiment
 from roar.data import SyntheticDataModule
 from roar.data.datamodule import SPLITS
 from roar.data.synthetic import PATTERNS
 from roar.models import SmallCNN
-from roar.pipeline import compute_maps
+from roar.stages import compute_maps
 from tests.conftest import compose_config
 
 

@@ -12,10 +12,10 @@ from pathlib import Path
 import pytest
 import torch
 
-from roar.app import experiment
-from roar.cache import MANIFEST
+from roar.cli.app import experiment
 from roar.config import ConfigError
-from roar.threads import affinity_cpus, cgroup_cpu_quota, policy_threads
+from roar.runtime.cache import MANIFEST
+from roar.runtime.threads import affinity_cpus, cgroup_cpu_quota, policy_threads
 from tests.conftest import REPO, compose_config, run_command
 
 needs_two_cpus = pytest.mark.skipif(
@@ -110,7 +110,7 @@ def test_policy_takes_a_real_cgroup_quota(tmp_path):
     try:
         (group / "cpu.cfs_period_us").write_text("100000")
         (group / "cpu.cfs_quota_us").write_text("150000")  # 1.5 CPUs
-        program = "from roar.threads import policy_threads; print(policy_threads(environ={})[0])"
+        program = "from roar.runtime.threads import policy_threads; print(policy_threads(environ={})[0])"
         done = subprocess.run(
             ["sh", "-c", f'echo $$ > {group}/cgroup.procs && exec "$0" -c "$1"', sys.executable, program],
             cwd=REPO, capture_output=True, text=True, timeout=300,

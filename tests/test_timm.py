@@ -11,9 +11,9 @@ from torch import nn
 
 from roar.errors import ConfigError
 from roar.models import timm_net
-from roar.pipeline import check_model
 from roar.saliency import FullGrad, SimpleFullGrad, full_gradient_terms
 from roar.saliency.fullgrad import CompletenessError
+from roar.stages import check_model
 from tests.conftest import compose_config
 from tests.test_fullgrad_implicit import _fullgrad_roar, one_thread, randomize  # noqa: F401 (a fixture)
 from tests.test_input_checks import _one_error_line

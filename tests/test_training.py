@@ -8,8 +8,8 @@ import pytest
 import torch
 from hydra.utils import instantiate
 
-from roar.cache import Work
-from roar.training import RngStateInCheckpoint, resumable_checkpoint, train_classifier
+from roar.runtime.cache import Work
+from roar.stages.training import RngStateInCheckpoint, resumable_checkpoint, train_classifier
 from tests.conftest import compose_config
 
 
@@ -99,7 +99,7 @@ def test_a_checkpoint_cut_at_any_4_kib_boundary_is_discarded_with_a_warning(
             torch.load(path, weights_only=True)
         except Exception as error:  # what the resume path has to survive, as the issue found it
             raised.add(type(error))
-        with caplog.at_level(logging.WARNING, logger="roar.training"):
+        with caplog.at_level(logging.WARNING, logger="roar.stages.training"):
             caplog.clear()
             assert resumable_checkpoint(path) is None, cut
         assert not path.exists(), cut  # removed: the next rerun does not trip over it again

@@ -17,7 +17,7 @@ import roar
 from roar import saliency
 from roar.config import ConfigError, validate
 from roar.models import SmallCNN
-from roar.pipeline import MethodError, saliency_spec
+from roar.stages import MethodError, saliency_spec
 from tests.conftest import REPO, compose_config, run_command, succeeded
 from tests.user_methods import InputTimesGradient, input_times_gradient
 

@@ -15,7 +15,7 @@ from torch.utils.data import DataLoader, Dataset
 from torchvision import transforms
 
 from roar.data.datamodule import Split, TensorDataModule
-from roar.errors import ConfigError
+from roar.errors import ConfigError, first_line
 
 # PIL modes of one-channel images; any other image is read as RGB.
 GREY_MODES = ("1", "L", "I", "I;16", "F")
@@ -105,7 +105,7 @@ class VisionDataModule(TensorDataModule):
         except (RuntimeError, OSError) as error:
             # The first sentence of torchvision's message (missing, failing its checksum, a failed
             # download), then where the files were expected and how to get them.
-            reason = str(error).strip().splitlines()[0].split(". ")[0].rstrip(".:")
+            reason = first_line(error).split(". ")[0].rstrip(".:")
             raise ConfigError(f"dataset: {reason}; {missing}") from None
         read = {"train": (train_images, train_labels), "test": (test_images, test_labels)}
         for split, (images, labels) in read.items():

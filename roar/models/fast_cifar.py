@@ -9,7 +9,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from roar.config import ConfigError
+from roar.errors import ConfigError
 
 
 class ScaledLinear(nn.Linear):

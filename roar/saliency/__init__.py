@@ -1,5 +1,5 @@
 """Saliency methods behind one interface: `create(method, model, **params).pixel_maps(images, targets)`,
-`method` a name from conf/method/, a config with `_target_`, a class, a function or an attribution
+`method` a name from roar/conf/method/, a config with `_target_`, a class, a function or an attribution
 (roar/saliency/methods.py)."""
 
 from __future__ import annotations

@@ -20,6 +20,8 @@ import torch.nn.functional as F
 from captum._utils.gradient import compute_layer_gradients_and_eval
 from torch import nn
 
+from roar.saliency.hooks import probe
+
 
 def spatial_modules(model: nn.Module, inputs: torch.Tensor) -> list[str]:
     """Names of the modules whose output has the inputs' rank, more than one spatial position and no more
@@ -27,27 +29,20 @@ def spatial_modules(model: nn.Module, inputs: torch.Tensor) -> list[str]:
     first input."""
     finished: list[str] = []
 
-    def record(name):
-        def hook(module, args, output):
-            if not (isinstance(output, torch.Tensor) and output.ndim == inputs.ndim):
-                return
-            positions = output[0, 0].numel()
-            source = args[0] if args and isinstance(args[0], torch.Tensor) else None
-            # A module that spreads fewer positions over more (torchvision VGG's avgpool copying 1x1
-            # features to 7x7) adds no spatial information: a CAM there would be constant.
-            spreads = source is not None and source.ndim == inputs.ndim and source[0, 0].numel() < positions
-            if positions > 1 and not spreads:
-                finished.append(name)
+    names = {module: name for name, module in model.named_modules() if name}
 
-        return hook
+    def record(module, args, output):
+        if not (isinstance(output, torch.Tensor) and output.ndim == inputs.ndim):
+            return
+        positions = output[0, 0].numel()
+        source = args[0] if args and isinstance(args[0], torch.Tensor) else None
+        # A module that spreads fewer positions over more (torchvision VGG's avgpool copying 1x1
+        # features to 7x7) adds no spatial information: a CAM there would be constant.
+        spreads = source is not None and source.ndim == inputs.ndim and source[0, 0].numel() < positions
+        if positions > 1 and not spreads:
+            finished.append(names[module])
 
-    handles = [module.register_forward_hook(record(name)) for name, module in model.named_modules() if name]
-    try:
-        with torch.no_grad():
-            model(inputs[:1])
-    finally:
-        for handle in handles:
-            handle.remove()
+    probe(model, inputs[:1], names, record)
     return finished
 
 

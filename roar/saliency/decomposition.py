@@ -42,6 +42,8 @@ from torchvision.models.swin_transformer import ShiftedWindowAttention
 from torchvision.ops import StochasticDepth
 from torchvision.ops.misc import Permute, SqueezeExcitation
 
+from roar.saliency.hooks import forward_hooks
+
 CONVOLUTIONS = (nn.Conv1d, nn.Conv2d, nn.Conv3d)
 BATCH_NORMS = (nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d)
 BIASED_MODULES = (*CONVOLUTIONS, nn.Linear, *BATCH_NORMS)
@@ -316,18 +318,18 @@ def term_hooks(model: nn.Module, on_term: TermHandler, units: Sequence[UnitSpec]
         with ParameterUses(found.parameters, record_parameter_use):
             return fn(*args)
 
-    handles = [m.register_forward_hook(biased_hook) for m in found.biased]
-    handles += [m.register_forward_hook(implicit_hook, with_kwargs=True) for m in found.implicit]
     out_of_place = [m for m in found.implicit if getattr(m, "inplace", False) is True]
-    try:
-        for module in out_of_place:
-            module.inplace = False
-        yield traced
-    finally:
-        for module in out_of_place:
-            module.inplace = True
-        for handle in handles:
-            handle.remove()
+    with (
+        forward_hooks(found.biased, biased_hook),
+        forward_hooks(found.implicit, implicit_hook, with_kwargs=True),
+    ):
+        try:
+            for module in out_of_place:
+                module.inplace = False
+            yield traced
+        finally:
+            for module in out_of_place:
+                module.inplace = True
 
 
 def resolve_target(target, logits: torch.Tensor) -> torch.Tensor:

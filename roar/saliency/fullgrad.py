@@ -38,6 +38,7 @@ from roar.saliency.decomposition import (
     named,
     tensor_outputs,
 )
+from roar.saliency.hooks import probe
 from roar.saliency.noise import per_image_sigma
 
 SUPPORTED = (
@@ -298,13 +299,7 @@ class FullGrad(GradientAttribution):
             if name not in captured:
                 captured[name] = (module, *tree_map(_cloned, (args, kwargs)))
 
-        handles = [m.register_forward_pre_hook(capture, with_kwargs=True) for m in containers]
-        try:
-            with torch.no_grad():
-                self.model(sample)
-        finally:
-            for handle in handles:
-                handle.remove()
+        probe(self.model, sample, containers, capture, pre=True, with_kwargs=True)
         generator = torch.Generator().manual_seed(0)
         return [
             (name, *_local_residual(self.model, module, args, kwargs, self.units, generator))
@@ -315,13 +310,7 @@ class FullGrad(GradientAttribution):
         """The leaf modules satisfying `predicate` that run on `inputs`, as 'Type (name)'."""
         ran: set[nn.Module] = set()
         leaves = [m for m in self.model.modules() if not list(m.children()) and predicate(m)]
-        handles = [m.register_forward_hook(lambda m, i, o: ran.add(m)) for m in leaves]
-        try:
-            with torch.no_grad():
-                self.model(inputs)
-        finally:
-            for handle in handles:
-                handle.remove()
+        probe(self.model, inputs, leaves, lambda m, i, o: ran.add(m))
         return named(self.model, lambda m: m in ran)
 
 

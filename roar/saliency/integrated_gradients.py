@@ -13,7 +13,7 @@ import captum.attr
 import torch
 from torch import nn
 
-from roar.saliency.base import gaussian_blur
+from roar.removal import gaussian_blur
 
 
 class IntegratedGradients:

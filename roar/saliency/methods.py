@@ -8,7 +8,7 @@ either
   `captum.attr` attribution and every roar method), or
 - a function called as `fn(model, inputs, targets, **params)` that returns the attributions.
 
-roar's own methods are such configs in `conf/method/`; nothing lists them in code.
+roar's own methods are such configs in `roar/conf/method/`; nothing lists them in code.
 """
 
 from __future__ import annotations
@@ -24,7 +24,8 @@ from hydra.utils import get_object
 from omegaconf import DictConfig, OmegaConf
 from torch import nn
 
-from roar import CONFIG_DIR
+from roar.conf import CONFIG_DIR
+from roar.errors import first_line
 from roar.saliency.base import PixelSaliency
 
 METHOD_DIR = CONFIG_DIR / "method"
@@ -45,25 +46,19 @@ class FunctionAttribution:
         return self.fn(self.model, inputs, target, **self.params)
 
 
-def target_path(target) -> str:
-    """`module.qualname` of a class or function (a `_target_` string is returned as it is)."""
-    return target if isinstance(target, str) else f"{target.__module__}.{target.__qualname__}"
-
-
 def resolve_target(path: str):
     """The class or function a `_target_` names; ValueError (one line) if it cannot be imported."""
     try:
         target = get_object(path)
     except Exception as error:  # Hydra wraps ImportError, AttributeError, ... in its own messages
-        reason = str(error).splitlines()[0] if str(error) else type(error).__name__
-        raise ValueError(f"_target_ {path!r} cannot be imported: {reason}") from None
+        raise ValueError(f"_target_ {path!r} cannot be imported: {first_line(error)}") from None
     if not callable(target):
         raise ValueError(f"_target_ {path!r} is neither a class nor a function")
     return target
 
 
 def available() -> list[str]:
-    """The method names roar ships (conf/method/<name>.yaml holding a `_target_`; presets list methods)."""
+    """The method names roar ships (roar/conf/method/<name>.yaml holding a `_target_`; presets list methods)."""
     return sorted(path.stem for path in METHOD_DIR.glob("*.yaml") if _is_method_file(path))
 
 
@@ -73,12 +68,12 @@ def _is_method_file(path: Path) -> bool:
 
 
 def named_config(name: str) -> dict:
-    """The parameters roar ships for the method `name` (conf/method/<name>.yaml), with the run's `seed`
+    """The parameters roar ships for the method `name` (roar/conf/method/<name>.yaml), with the run's `seed`
     at its default (0) where a parameter refers to it."""
     path = METHOD_DIR / f"{name}.yaml"
     if not path.is_file() or not _is_method_file(path):
         raise ValueError(f"unknown saliency method {name!r}; available: {', '.join(available())}")
-    # conf/config.yaml's seed: the only run-level value a packaged method refers to.
+    # roar/conf/config.yaml's seed: the only run-level value a packaged method refers to.
     root = OmegaConf.merge({"seed": 0}, OmegaConf.load(path))
     return OmegaConf.to_container(root[name], resolve=True)
 
@@ -106,7 +101,7 @@ def check_params(config: Mapping) -> None:
 
     roar's own classes are built on a stand-in model, as their constructors check values (a baseline that
     does not exist, n_samples=0) without touching it; another class may need the real model, so only its
-    signature is checked here and it is built first in the check on one batch (roar.pipeline).
+    signature is checked here and it is built first in the check on one batch (roar.stages.checks).
     """
     path, params, map_options = split_config(config)
     if "reduce" in map_options:
@@ -137,7 +132,7 @@ def create(
 ) -> PixelSaliency:
     """A method for `model` (already in eval mode), with per-pixel maps on the model's device.
 
-    `method` is a name roar ships (`"fullgrad"`: its conf/method/ parameters, overridden by `params`), a
+    `method` is a name roar ships (`"fullgrad"`: its roar/conf/method/ parameters, overridden by `params`), a
     config with `_target_` (a dict or DictConfig, as `cfg.method.<name>`), a class `cls(model, **params)`,
     a function `fn(model, inputs, targets, **params)`, or an attribution already built (an object with
     `attribute(inputs, target=...)`; then no `params`). `reduce` (default: the config's, else abs_sum) names

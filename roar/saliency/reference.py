@@ -20,6 +20,8 @@ import captum.attr
 import torch
 from torch import nn
 
+from roar.saliency.hooks import probe
+
 # Activation modules DeepLift replaces by its own rule; Captum needs each call to have its own module.
 NONLINEAR = (nn.ReLU, nn.ELU, nn.LeakyReLU, nn.Sigmoid, nn.Tanh, nn.Softmax, nn.MaxPool1d, nn.MaxPool2d,
              nn.MaxPool3d)  # fmt: skip
@@ -47,18 +49,9 @@ def untangled(model: nn.Module, inputs: torch.Tensor) -> nn.Module:
     torchvision ResNet block's `relu`) is one module per call, found by a probe forward of one image."""
     calls: dict[str, int] = {}
     names = {module: name for name, module in model.named_modules() if isinstance(module, NONLINEAR)}
-    handles = [
-        module.register_forward_hook(
-            lambda m, args, out: calls.__setitem__(names[m], calls.get(names[m], 0) + 1)
-        )
-        for module in names
-    ]
-    try:
-        with torch.no_grad():
-            model(inputs[:1])
-    finally:
-        for handle in handles:
-            handle.remove()
+    probe(
+        model, inputs[:1], names, lambda m, args, out: calls.__setitem__(names[m], calls.get(names[m], 0) + 1)
+    )
     copied = copy.deepcopy(model)
     for name, count in calls.items():
         if count > 1:

@@ -1,1 +1,1 @@
-"""What a run does (`task=...`): each task is `run(cfg) -> run directory`, built from roar.pipeline."""
+"""What a run does (`task=...`): each task is `run(cfg) -> run directory`, built from roar.stages."""

@@ -14,13 +14,13 @@ from omegaconf import DictConfig
 from pytorch_lightning.loggers import WandbLogger
 
 from roar import report
-from roar.cache import StageCache
-from roar.config import ConfigError
-from roar.console import GridProgress
 from roar.data import TensorDataModule
-from roar.files import atomic_write
-from roar.pipeline import check_methods, train_stage
-from roar.sweep import flat_config, in_multirun
+from roar.errors import ConfigError
+from roar.runtime.cache import StageCache
+from roar.runtime.console import GridProgress
+from roar.runtime.files import atomic_write
+from roar.runtime.sweep import flat_config, in_multirun
+from roar.stages import check_methods, train_stage
 
 log = logging.getLogger(__name__)
 

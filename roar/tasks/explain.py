@@ -8,22 +8,20 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
-import matplotlib
+import matplotlib.pyplot as plt
+import torch
+from captum.attr import visualization
+from omegaconf import DictConfig
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import torch  # noqa: E402
-from captum.attr import visualization  # noqa: E402
-from omegaconf import DictConfig  # noqa: E402
-
-from roar import report, saliency  # noqa: E402
-from roar.config import ConfigError, method_names  # noqa: E402
-from roar.console import GridProgress  # noqa: E402
-from roar.data import TensorDataModule  # noqa: E402
-from roar.files import atomic_write  # noqa: E402
-from roar.pipeline import load_data  # noqa: E402
-from roar.tasks.common import base_model, open_run  # noqa: E402
-from roar.training import device_of, load_classifier  # noqa: E402
+from roar import report, saliency
+from roar.config import method_names
+from roar.data import TensorDataModule
+from roar.errors import ConfigError
+from roar.runtime.console import GridProgress
+from roar.runtime.files import atomic_write
+from roar.stages import load_data
+from roar.stages.training import device_of, load_classifier
+from roar.tasks.common import base_model, open_run
 
 log = logging.getLogger(__name__)
 
@@ -34,7 +32,7 @@ BAR_INCHES = 0.12
 
 
 def check_options(options: DictConfig, test_images: int) -> None:
-    """What only the loaded data can tell (roar/config.py checks the rest before anything runs)."""
+    """What only the loaded data can tell (roar/config/validate.py checks the rest before anything runs)."""
     if options.num_images > test_images:
         raise ConfigError(f"explain.num_images: {options.num_images} exceeds the {test_images} test images")
 

@@ -20,11 +20,11 @@ import torch
 from omegaconf import DictConfig
 
 from roar.config import method_names
-from roar.console import GridProgress
 from roar.data import Split, TensorDataModule
 from roar.data.datamodule import SPLITS
-from roar.pipeline import load_data, mask_spec, removal_masks, saliency_stage, train_stage
 from roar.report import Outputs
+from roar.runtime.console import GridProgress
+from roar.stages import load_data, mask_spec, removal_masks, saliency_stage, train_stage
 from roar.tasks.common import Run, base_model, majority_share, open_run, write_outputs
 from roar.tasks.roar import cell_row, unmodified_fraction
 

@@ -10,7 +10,7 @@ mean over images of |f(x') - f(x)| / |f(x)|: lower is better. This task generali
   and restores round(k * D) entries in that order, so that fraction 1 is the original image. The order
   applies to what is acted on: MoRF insertion restores the most salient entries first (the insertion game
   of Petsiuk et al., 2018), MoRF deletion removes them first (pixel flipping).
-- `fill` (roar/removal.py): what removed entries become, `zero`, `mean`, `blur` or `road`.
+- `fill` (roar/removal/): what removed entries become, `zero`, `mean`, `blur` or `road`.
 - `metric`: `logit_change` (the paper's |f_t(x') - f_t(x)| / |f_t(x)|), `probability` (softmax of the
   target) or `accuracy` (1 where the target is the arg max), each per image, the CSV holding their mean.
 
@@ -39,14 +39,14 @@ from torch import nn
 
 from roar import report
 from roar.config import method_names
-from roar.console import GridProgress
+from roar.config.schema import METRICS, ORDERS, PERTURBATION_MODES
 from roar.data.datamodule import unit_range
-from roar.pipeline import load_data, saliency_stage
 from roar.removal import FILLS, mask_of_rank, pixels_to_remove, remove, salience_rank
 from roar.report import Outputs
-from roar.schema import METRICS, ORDERS, PERTURBATION_MODES
+from roar.runtime.console import GridProgress
+from roar.stages import load_data, saliency_stage
+from roar.stages.training import device_of, load_classifier
 from roar.tasks.common import Run, base_model, open_run, write_outputs
-from roar.training import device_of, load_classifier
 
 # The quantity a metric is computed from, per image: the target's logit, its softmax, or its being the top.
 SCORES = {

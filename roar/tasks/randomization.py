@@ -26,27 +26,26 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-import matplotlib
+import matplotlib.pyplot as plt
+import torch
+from omegaconf import DictConfig
+from torch import nn
+from torchmetrics.functional.image import structural_similarity_index_measure
+from torchmetrics.functional.regression import spearman_corrcoef
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import torch  # noqa: E402
-from omegaconf import DictConfig  # noqa: E402
-from torch import nn  # noqa: E402
-from torchmetrics.functional.image import structural_similarity_index_measure  # noqa: E402
-from torchmetrics.functional.regression import spearman_corrcoef  # noqa: E402
-
-from roar import report, saliency  # noqa: E402
-from roar.config import ConfigError, method_names  # noqa: E402
-from roar.console import GridProgress  # noqa: E402
-from roar.data.datamodule import unit_range  # noqa: E402
-from roar.files import atomic_write  # noqa: E402
-from roar.pipeline import load_data, saliency_spec  # noqa: E402
-from roar.schema import RANDOMIZATION_ORDERS  # noqa: E402
-from roar.summary import seed_counts, seeds_note  # noqa: E402
-from roar.tasks.common import Run, base_model, open_run, write_outputs  # noqa: E402
-from roar.tasks.explain import plot_gallery  # noqa: E402
-from roar.training import build_classifier, device_of, load_classifier  # noqa: E402
+from roar import report, saliency
+from roar.config import method_names
+from roar.config.schema import RANDOMIZATION_ORDERS
+from roar.data.datamodule import unit_range
+from roar.errors import ConfigError
+from roar.report.results import curves
+from roar.report.summary import seed_counts, seeds_note
+from roar.runtime.console import GridProgress
+from roar.runtime.files import atomic_write
+from roar.stages import load_data, saliency_spec
+from roar.stages.training import build_classifier, device_of, load_classifier
+from roar.tasks.common import Run, base_model, open_run, write_outputs
+from roar.tasks.explain import plot_gallery
 
 log = logging.getLogger(__name__)
 
@@ -250,7 +249,7 @@ def plot_metrics(rows: list[dict], labels: list[str], path: Path, title: str) ->
     fig, axes = plt.subplots(1, len(METRICS), figsize=(5 * len(METRICS), 4.2), dpi=120, squeeze=False)
     steps = len(labels) - 1
     for axis, metric in zip(axes[0], METRICS):
-        for method, points in sorted(report.curves(rows, metric).items()):
+        for method, points in sorted(curves(rows, metric).items()):
             x = [round(fraction * steps) for fraction in points]
             mean = torch.tensor([m for m, _, _ in points.values()])
             std = torch.tensor([s for _, s, _ in points.values()])

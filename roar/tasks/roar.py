@@ -13,9 +13,9 @@ from pathlib import Path
 from omegaconf import DictConfig
 
 from roar.config import method_names
-from roar.console import GridProgress
-from roar.pipeline import load_data, removal_spec, removed_datamodule, saliency_stage, train_stage
 from roar.report import Outputs
+from roar.runtime.console import GridProgress
+from roar.stages import load_data, removal_spec, removed_datamodule, saliency_stage, train_stage
 from roar.tasks.common import Run, base_model, open_run, write_outputs
 
 log = logging.getLogger(__name__)

@@ -1,0 +1,9 @@
+"""What a run writes and shows: the results table and curve (results.py, figures.py, publish.py), the ranking
+by area under the curve (summary.py), the agreement between protocols (agreement.py) and the W&B logger
+(wandb.py)."""
+
+from roar.report.publish import publish
+from roar.report.results import PER_IMAGE, Outputs, read_csv
+from roar.report.wandb import RoarWandbLogger, SeedCurves, close_logger
+
+__all__ = ["PER_IMAGE", "Outputs", "RoarWandbLogger", "SeedCurves", "close_logger", "publish", "read_csv"]
