@@ -49,7 +49,8 @@ TARGET_TIME, TARGET_MEMORY = 55.0, 2.0
 
 
 def saliency_call(name: str, model: nn.Module, x: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-    """The method with its roar/conf/method/<name>.yaml parameters (the run seed 0), as create(name) reads them."""
+    """The method with its roar/conf/method/<name>.yaml parameters (the run seed 0), as create(name) reads
+    them."""
     return saliency.create(name, model).pixel_maps(x, target)
 
 

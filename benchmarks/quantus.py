@@ -2,9 +2,9 @@
 Quantus and by roar on the same model, maps and images; for each, the largest difference between their
 numbers and the ratio of their times (target: roar at least 10x faster, with equal results).
 
-Setup: the digits SmallCNN of roar/conf/experiment/digits.yaml trained for EPOCHS epochs here, the first IMAGES
-test images (raw, in [0, 1]; 1 x 8 x 8, so D = 64 pixels), and the maps of METHODS on them. Quantus gets
-the network behind the normalisation (it feeds raw images, as roar does) and, for MPRT, roar's saliency
+Setup: the digits SmallCNN of roar/conf/experiment/digits.yaml trained for EPOCHS epochs here, the first
+IMAGES test images (raw, in [0, 1]; 1 x 8 x 8, so D = 64 pixels), and the maps of METHODS on them. Quantus
+gets the network behind the normalisation (it feeds raw images, as roar does) and, for MPRT, roar's saliency
 method as its explain_func. Both run on 2 threads; a time is the median of REPEATS runs, Quantus and roar
 alternating, after a warm-up call of each.
 

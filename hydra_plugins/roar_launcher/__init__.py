@@ -1,5 +1,5 @@
-"""`hydra/launcher=slurm` (roar/conf/hydra/launcher/slurm.yaml): hydra-submitit-launcher's SLURM launcher, with
-its settings checked before anything is submitted. Hydra takes launchers only from the `hydra_plugins`
+"""`hydra/launcher=slurm` (roar/conf/hydra/launcher/slurm.yaml): hydra-submitit-launcher's SLURM launcher,
+with its settings checked before anything is submitted. Hydra takes launchers only from the `hydra_plugins`
 namespace package, hence this package beside `roar`."""
 
 from __future__ import annotations

@@ -14,7 +14,7 @@ from roar import report
 from roar.cli.jobs import allowed_logger, job_choices, job_config, report_logger
 from roar.errors import ConfigError
 from roar.report import agreement
-from roar.runtime.sweep import unique_dir
+from roar.report.naming import unique_dir
 
 
 def agreement_identity(

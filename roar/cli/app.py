@@ -18,9 +18,9 @@ from roar.conf import CONFIG_DIR, CONFIG_MODULE
 from roar.config import check_group_choices, check_writable, validate
 from roar.data.vision import image_folder
 from roar.errors import ConfigError
+from roar.report.naming import register_resolvers
 from roar.runtime.console import silence_known_warnings
 from roar.runtime.interrupt import Interrupted, interrupts_raise
-from roar.runtime.sweep import register_resolvers
 from roar.runtime.threads import apply_thread_policy
 
 register_resolvers()
@@ -30,8 +30,8 @@ JOB_NAME = "app"
 
 
 def experiment(cfg: DictConfig) -> Path:
-    """Validate the configuration, set the thread count (roar/runtime/threads.py), then run its task (`task=roar` by
-    default); returns the run directory."""
+    """Validate the configuration, set the thread count (roar/runtime/threads.py), then run its task
+    (`task=roar` by default); returns the run directory."""
     silence_known_warnings()
     validate(cfg)
     apply_thread_policy()

@@ -34,8 +34,8 @@ from roar.cli.jobs import job_choices, job_config, report_logger, run_dirs
 from roar.conf import CONFIG_DIR
 from roar.config import first_difference
 from roar.errors import ConfigError, first_line
+from roar.report.naming import run_name, sweep_group
 from roar.runtime.console import silence_known_warnings
-from roar.runtime.sweep import run_name, sweep_group
 from roar.tasks.roar import outputs as roar_outputs
 
 # Jobs of one report may differ in the grid's axes (results.csv's method, fraction and seed columns) and in

@@ -1,5 +1,5 @@
-"""The configuration's schema: the type and range of every value roar/conf/ defines, checked in one pass over the
-composed, resolved configuration before any data loads.
+"""The configuration's schema: the type and range of every value roar/conf/ defines, checked in one pass over
+the composed, resolved configuration before any data loads.
 
 The models are strict: a value must already have its type (the command line gives `true` a bool, `1.5` a
 float), so `trainer.max_epochs=true` is not one epoch and `seed=1.5` is not a seed. Keys roar/conf/ does not

@@ -12,7 +12,6 @@ from hydra.errors import OverrideParseException
 from omegaconf import DictConfig, ListConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
-from roar import saliency
 from roar.config.schema import schema_error
 from roar.errors import ConfigError, first_line
 
@@ -38,8 +37,8 @@ def _missing_keys(node: DictConfig | ListConfig, path: str = ""):
 
 
 def validate(cfg: DictConfig) -> None:
-    """Every value's type and range (roar/config/schema.py), then what the schema cannot see: which methods exist
-    and take their parameters, and the values that only work together."""
+    """Every value's type and range (roar/config/schema.py), then what the schema cannot see: which methods
+    exist and take their parameters, and the values that only work together."""
     for key in _missing_keys(cfg):
         raise ConfigError(f"{key}: required (???); give it on the command line, e.g. {key}=...")
     try:
@@ -56,6 +55,10 @@ def validate(cfg: DictConfig) -> None:
 
     methods = method_names(cfg)
     _check(bool(methods), "method: select at least one saliency method, e.g. method=[fullgrad,random]")
+    # Here, not at the top: the method registry loads every attribution library (Captum, zennit), which only
+    # a configuration being checked needs, not whatever imports roar.config.
+    from roar import saliency
+
     for name in methods:
         # Its target imports and takes its parameters; roar's own classes also check their values.
         try:

@@ -22,7 +22,7 @@ chunk of images, and chunks run in parallel on torch's threads. A direct solve p
 but serial; CG on the whole batch needs only as many stencil passes as the largest hole is wide (about
 20 on 32x32 images with random 50 % masks, 70 with one large hole), see `make bench`.
 `linear_impute_direct` is the per-image direct sparse solve (scipy) it is checked against: equal within
-1e-4, typically within 1e-6 (tests/test_imputation.py, `make bench`).
+1e-4, typically within 1e-6 (tests/removal/test_imputation.py, `make bench`).
 """
 
 from __future__ import annotations

@@ -1,6 +1,6 @@
 """What a run writes and shows: the results table and curve (results.py, figures.py, publish.py), the ranking
-by area under the curve (summary.py), the agreement between protocols (agreement.py) and the W&B logger
-(wandb.py)."""
+by area under the curve (summary.py), the agreement between protocols (agreement.py), the W&B logger
+(wandb.py) and how runs and sweeps are named for it (naming.py)."""
 
 from roar.report.publish import publish
 from roar.report.results import PER_IMAGE, Outputs, read_csv

@@ -2,12 +2,12 @@
 
 Each DIR is one finished run of one protocol (ROAR or KAR with some fill, pixel perturbation, mask
 leakage, ...) on the same base model. Every run's summary.csv ranks the methods by the area under their
-curve (AUC), in its own direction (roar.report.summary). The report puts those ranks side by side and measures,
-for every pair of protocols, Kendall's τ between them (1: the same order, -1: reversed, 0: unrelated),
-with a bootstrap interval: test images are resampled with replacement (the same draw for every protocol
-evaluated on the same test images, so the interval reflects how the protocols co-vary on them) and each
-run's retraining seeds are resampled with replacement; every method's AUC is recomputed from the per-image
-values in per_image.pt (roar.report.write_per_image), the methods re-ranked and τ recomputed.
+curve (AUC), in its own direction (roar.report.summary). The report puts those ranks side by side and
+measures, for every pair of protocols, Kendall's τ between them (1: the same order, -1: reversed, 0:
+unrelated), with a bootstrap interval: test images are resampled with replacement (the same draw for every
+protocol evaluated on the same test images, so the interval reflects how the protocols co-vary on them) and
+each run's retraining seeds are resampled with replacement; every method's AUC is recomputed from the
+per-image values in per_image.pt (roar.report.write_per_image), the methods re-ranked and τ recomputed.
 
 A cell with no per-image values (a model cached before roar recorded them) keeps its one value in every
 replicate: it is resampled over seeds only, and the report says so.

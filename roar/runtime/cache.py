@@ -1,12 +1,12 @@
 """A content-addressed cache of pipeline artifacts, safe to share between concurrent jobs.
 
 Each artifact is keyed by the configuration values that determine it. It is written atomically
-(`roar.runtime.files.atomic_write`), guarded by a file lock (concurrent jobs needing the same stage compute it once;
-the others wait, then load it), and recorded with its stage, spec and SHA-256 in a manifest written last.
-An artifact is used only if its manifest is readable, names this stage and a spec whose key is the
-directory's own (an artifact copied under another key is not), and its bytes match the checksum; anything
-else is logged once and recomputed. Artifacts are loaded with `torch.load(weights_only=True)`, which cannot
-run code.
+(`roar.runtime.files.atomic_write`), guarded by a file lock (concurrent jobs needing the same stage compute it
+once; the others wait, then load it), and recorded with its stage, spec and SHA-256 in a manifest written
+last. An artifact is used only if its manifest is readable, names this stage and a spec whose key is the
+directory's own (an artifact copied under another key is not), and its bytes match the checksum; anything else
+is logged once and recomputed. Artifacts are loaded with `torch.load(weights_only=True)`, which cannot run
+code.
 
 The lock is an OS lock (`fcntl.flock`) on `<stage>/<key>.lock`: the kernel releases it when its holder dies,
 even by `kill -9` or preemption, so no stale lock can block a later job. A computation's scratch directory
@@ -146,7 +146,7 @@ class StageCache:
                     work = Work(directory / WORKDIR)
                     artifact = self._compute(stage, spec, directory, work, compute)
                     status = "resumed" if work.resumed else "computed"
-        if status == "reused":  # the stage's own line (roar.runtime.console.GridProgress) says so, with its name
+        if status == "reused":  # the stage's own line (roar.runtime.console.GridProgress) says so, by name
             log.debug("cache: reusing %s/%s", stage, key)
         seconds = round(time.monotonic() - started, 2)
         self.events.append(

@@ -58,7 +58,8 @@ def resolve_target(path: str):
 
 
 def available() -> list[str]:
-    """The method names roar ships (roar/conf/method/<name>.yaml holding a `_target_`; presets list methods)."""
+    """The method names roar ships (roar/conf/method/<name>.yaml holding a `_target_`; presets list
+    methods)."""
     return sorted(path.stem for path in METHOD_DIR.glob("*.yaml") if _is_method_file(path))
 
 

@@ -73,7 +73,8 @@ def saliency_spec(cfg: DictConfig, method: str) -> dict:
     # A user's method (a name roar does not ship, or a shipped name pointed at another target) adds its
     # target and the hash of its module's source, so that editing the method recomputes its maps and cells
     # instead of reusing stale ones; the methods roar ships keep the keys they had before methods named
-    # their targets (roar's changes are versioned by roar.runtime.cache.FORMAT_VERSION, Captum's by its release).
+    # their targets (roar's changes are versioned by roar.runtime.cache.FORMAT_VERSION, Captum's by its
+    # release).
     if method not in saliency.available() or saliency.named_config(method)["_target_"] != target:
         spec["target"] = target
         if (source := saliency.source_hash(target)) is not None:

@@ -59,8 +59,9 @@ class RngStateInCheckpoint(Callback):
 
 
 class AtomicCheckpointIO(TorchCheckpointIO):
-    """Writes each checkpoint beside its target, fsyncs and renames it into place (`roar.runtime.files`), instead of
-    Lightning's staging in $TMPDIR and copy across filesystems, which a kill or a full disk cut short."""
+    """Writes each checkpoint beside its target, fsyncs and renames it into place (`roar.runtime.files`),
+    instead of Lightning's staging in $TMPDIR and copy across filesystems, which a kill or a full disk cut
+    short."""
 
     def save_checkpoint(self, checkpoint: dict, path, storage_options=None) -> None:
         path = Path(path)

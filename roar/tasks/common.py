@@ -16,10 +16,10 @@ from pytorch_lightning.loggers import WandbLogger
 from roar import report
 from roar.data import TensorDataModule
 from roar.errors import ConfigError
+from roar.report.naming import flat_config, in_multirun
 from roar.runtime.cache import StageCache
 from roar.runtime.console import GridProgress
 from roar.runtime.files import atomic_write
-from roar.runtime.sweep import flat_config, in_multirun
 from roar.stages import check_methods, train_stage
 
 log = logging.getLogger(__name__)

@@ -1,4 +1,5 @@
-"""The presets in roar/conf/experiment/: what each selects, and the MNIST one end to end on MNIST-format files."""
+"""The presets in roar/conf/experiment/: what each selects, and the MNIST one end to end on MNIST-format
+files."""
 
 import csv
 

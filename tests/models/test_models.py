@@ -1,5 +1,5 @@
-"""The networks behind roar/conf/model/: shapes, CIFAR stems, input-channel adaptation, and FullGrad completeness
-in float64 with non-trivial batch-norm statistics."""
+"""The networks behind roar/conf/model/: shapes, CIFAR stems, input-channel adaptation, and FullGrad
+completeness in float64 with non-trivial batch-norm statistics."""
 
 import pytest
 import torch

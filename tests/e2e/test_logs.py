@@ -26,7 +26,7 @@ def _stages(run_dir: Path) -> list[dict]:
 
 @pytest.mark.slow
 def test_the_demo_grid_logged_to_a_file_is_small_has_no_repeated_warning_and_shows_progress(tmp_path):
-    # SLURM's srun on the PATH makes Lightning warn at every Trainer (tests/test_slurm.py brings up a real
+    # SLURM's srun on the PATH makes Lightning warn at every Trainer (tests/e2e/test_slurm.py brings up a real
     # cluster; an executable of that name is all Lightning looks for).
     bin_dir = tmp_path / "bin"
     bin_dir.mkdir()

@@ -20,7 +20,7 @@ from roar.saliency import FullGrad, SimpleFullGrad, SmoothFullGrad, full_gradien
 from roar.saliency.decomposition import LayerCall
 from roar.saliency.fullgrad import feature_maps, rescaled_channel_sum
 from tests.conftest import compose_config
-from tests.test_fullgrad import model_named, random_batch
+from tests.saliency.test_fullgrad import model_named, random_batch
 
 TOLERANCE = {torch.float32: 1e-4, torch.float64: 1e-10}
 REFERENCE_MAPS = Path(__file__).with_name("fullgrad_relu_maps.pt")
@@ -247,8 +247,8 @@ def test_feature_maps_layouts():
 
 @pytest.mark.parametrize("name", ["small_cnn", "resnet18", "vgg11_bn"])
 def test_relu_networks_give_the_maps_they_gave_before_bit_for_bit(name):
-    """tests/fullgrad_relu_maps.pt holds the maps of the implementation before implicit biases (commit
-    21b9b08), computed on this project's development machine with one thread."""
+    """tests/saliency/fullgrad_relu_maps.pt holds the maps of the implementation before implicit biases
+    (commit 21b9b08), computed on this project's development machine with one thread."""
     reference = torch.load(REFERENCE_MAPS)
     model, x = model_named(name), random_batch(name)
     target = torch.arange(len(x)) % 3

@@ -1,6 +1,6 @@
 """model=timm: timm's models by name, and FullGrad exact on them (timm's own modules: norm-act layers,
 squeeze-excitation and other gates, attention, Swin blocks), in float64 with random weights and
-randomised batch-norm statistics, like torchvision's in tests/test_fullgrad_implicit.py."""
+randomised batch-norm statistics, like torchvision's in tests/saliency/test_fullgrad_implicit.py."""
 
 import copy
 import functools
@@ -14,9 +14,9 @@ from roar.models import timm_net
 from roar.saliency import FullGrad, SimpleFullGrad, full_gradient_terms
 from roar.saliency.fullgrad import CompletenessError
 from roar.stages import check_model
+from tests.config.test_input_checks import _one_error_line
 from tests.conftest import compose_config
-from tests.test_fullgrad_implicit import _fullgrad_roar, one_thread, randomize  # noqa: F401 (a fixture)
-from tests.test_input_checks import _one_error_line
+from tests.saliency.test_fullgrad_implicit import _fullgrad_roar, one_thread, randomize  # noqa: F401 (a fixture)
 
 # name -> timm_net's image_size (the models built for one input size get the test images' 32).
 DECOMPOSABLE = {

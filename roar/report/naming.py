@@ -10,9 +10,8 @@ settings (epochs, fractions) apart: W&B aggregates the runs of a group into one 
 group must never mix experiments. Every job of a sweep shares its group, and so does the `roar-report` run
 over it (`sweep_group`).
 
-`${unique_dir:PATH}` names the run and sweep directories (roar/conf/hydra/default.yaml): PATH, or PATH_1, PATH_2,
-... where PATH is taken, so that runs started in the same second never share a directory.
-"""
+`${unique_dir:PATH}` names the run and sweep directories (roar/conf/hydra/default.yaml): PATH, or PATH_1,
+PATH_2, ... where PATH is taken, so that runs started in the same second never share a directory."""
 
 from __future__ import annotations
 

@@ -13,8 +13,8 @@ from roar.runtime.cache import Work
 from roar.saliency import FullGrad
 from roar.stages.training import train_classifier
 from tests import dataset_files
+from tests.config.test_presets import grid_rows
 from tests.conftest import compose_config
-from tests.test_presets import grid_rows
 
 IMAGEFOLDER = [
     "dataset=imagefolder", "dataset.root=/nowhere", "dataset.num_classes=10", "dataset.image_size=32"
