@@ -9,7 +9,7 @@ import torch
 
 # Each module has run() -> list of printable rows.
 BENCHMARKS: list[str] = [
-    "fullgrad", "baselines", "road", "training", "threads", "datapath", "cifar", "quantus", "gpu",
+    "fullgrad", "baselines", "road", "training", "threads", "datapath", "cifar", "quantus", "storage", "gpu",
 ]  # fmt: skip
 
 

@@ -31,7 +31,7 @@ import pytorch_lightning as pl
 import torch
 from hydra.utils import instantiate
 
-from benchmarks.timing import config, synchronize
+from benchmarks.timing import config, prepared, synchronize
 
 ARCHIVE = "cifar10-jpg.tar.gz"
 ARCHIVE_PLACES = (Path("data") / ARCHIVE, Path("..") / "shared" / "data" / "cifar10" / ARCHIVE)
@@ -121,7 +121,7 @@ def run() -> list[str]:
             cfg = config("experiment=cifar10_cpu", *imagefolder(images, *overrides))
             return accuracy_over_time(cfg, datamodule)
 
-        datamodule = instantiate(config("experiment=cifar10_cpu", *imagefolder(images)).dataset.datamodule)
+        datamodule = prepared(config("experiment=cifar10_cpu", *imagefolder(images)))
         preset = curve(f"trainer.max_epochs={PRESET_EPOCHS}")
         budget = curve(f"trainer.max_epochs={BUDGET_EPOCHS}")
         resnet = curve("model=resnet18_cifar", f"trainer.max_epochs={RESNET_EPOCHS}")

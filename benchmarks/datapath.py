@@ -18,6 +18,7 @@ from torchvision.transforms import v2
 from benchmarks.timing import NO_CUDA, config, interleaved, synchronize
 from benchmarks.training import EPOCHS, plain_epochs, synthetic_datamodule
 from roar.data import TensorDataModule
+from roar.removal import removal_codes
 from roar.stages import removed_datamodule
 
 IMAGES, BATCH, ROUNDS = 16384, 256, 3
@@ -26,8 +27,8 @@ IMAGES, BATCH, ROUNDS = 16384, 256, 3
 def masked_datamodule(device: torch.device) -> TensorDataModule:
     """CIFAR-shaped uint8 data with 50% of every image's pixels removed, in training mode on `device`."""
     datamodule = synthetic_datamodule(IMAGES, BATCH)
-    maps = {name: torch.rand(len(split), 32, 32) for name, split in datamodule.splits.items()}
-    masked = removed_datamodule(datamodule, maps, fraction=0.5, seed=0)
+    codes = {name: removal_codes(torch.rand(len(split), 32, 32)) for name, split in datamodule.splits.items()}
+    masked = removed_datamodule(datamodule, codes, fraction=0.5, seed=0)
     accelerator = "gpu" if device.type == "cuda" else "cpu"
     masked.trainer = Trainer(accelerator=accelerator, devices=1, logger=False, enable_progress_bar=False)
     masked.setup("fit")  # the splits move to the device, as under a Trainer
@@ -48,7 +49,7 @@ class _PerImage(Dataset):
     """The conventional alternative: one image at a time through torchvision's transforms."""
 
     def __init__(self, datamodule: TensorDataModule):
-        self.split = datamodule.splits["train"]
+        self.split, self.removal = datamodule.splits["train"], datamodule.removal
         normalize = v2.Normalize(datamodule.mean.tolist(), datamodule.std.tolist())
         self.transform = v2.Compose([v2.ToDtype(torch.float32, scale=True), normalize,
                                      v2.RandomCrop(32, padding=4), v2.RandomHorizontalFlip()])  # fmt: skip
@@ -58,7 +59,7 @@ class _PerImage(Dataset):
 
     def __getitem__(self, i: int):
         image = self.split.images[i].clone()
-        image[:, self.split.removed[i]] = 0  # removal on the raw image, for a like-for-like comparison
+        image[:, self.removal.mask(self.split.codes[i])] = 0  # on the raw image: like for like
         return self.transform(image), self.split.labels[i]
 
 

@@ -11,6 +11,7 @@ looked for; on a lent GPU machine, copy the archive into data/ of the checkout a
 - FullGrad against its floor (forward + input-gradient backward) on fast_cifar and resnet18_cifar, batch
   256, medians of interleaved calls;
 - ROAD's batched imputation on the GPU, images/s, 50 % of the pixels removed;
+- training from the dataset store's shards (DataLoader workers) against in memory on the device;
 - the wall time of a reduced cifar10_fast grid (fullgrad and random, one fraction, one seed), cold cache.
 """
 
@@ -24,10 +25,9 @@ import time
 from pathlib import Path
 
 import torch
-from hydra.utils import instantiate
 
 from benchmarks.cifar import NO_IMAGES, accuracy_over_time, cifar10_images, imagefolder, time_to
-from benchmarks.timing import NO_CUDA, config, synchronize
+from benchmarks.timing import NO_CUDA, config, prepared, synchronize
 from roar.removal import removal_mask
 from roar.removal.imputation import noisy_linear_impute
 from roar.saliency import FullGrad
@@ -35,7 +35,7 @@ from roar.saliency import FullGrad
 SEEDS = (0, 1, 2)
 GOAL_ACCURACY = 0.93
 ROWS = ("fast_cifar time to 93%", "training throughput", "FullGrad/floor", "ROAD imputation",
-        "reduced cifar10_fast grid")  # fmt: skip
+        "training from shards", "reduced cifar10_fast grid")  # fmt: skip
 
 
 def fast_overrides(images: Path, *more: str) -> list[str]:
@@ -45,7 +45,7 @@ def fast_overrides(images: Path, *more: str) -> list[str]:
 
 def time_to_goal(images: Path, seeds=SEEDS, *more: str) -> str:
     cfg = config(*fast_overrides(images, *more))
-    datamodule = instantiate(cfg.dataset.datamodule)
+    datamodule = prepared(cfg)
     curves = [accuracy_over_time(cfg, datamodule, seed) for seed in seeds]
     times = [time_to(curve, GOAL_ACCURACY) for curve in curves]
     finals = ", ".join(f"{100 * curve[-1][1]:.2f}%" for curve in curves)
@@ -106,11 +106,23 @@ def fullgrad_rows(device: torch.device, batch: int = 256, widths=(64, 256, 256))
 def road_rate(device: torch.device, images: int = 4096, repeats: int = 5) -> str:
     generator = torch.Generator().manual_seed(0)
     pixels = torch.rand(images, 3, 32, 32, generator=generator).to(device)
-    mask = removal_mask(torch.rand(images, 32, 32, generator=generator), 0.5, generator).to(device)
-    seconds = _median_seconds(lambda: noisy_linear_impute(pixels, mask, generator), repeats)
+    mask = removal_mask(torch.rand(images, 32, 32, generator=generator), 0.5).to(device)
+    seconds = _median_seconds(lambda: noisy_linear_impute(pixels, mask), repeats)
     return (
         f"ROAD imputation, 3x32x32, 50% removed (random order), {images} images: {images / seconds:.0f} img/s"
     )
+
+
+def storage_row(images: Path) -> str:
+    """fast_cifar's training throughput on the GPU from the store's shards (DataLoader workers) against in
+    memory on the device (on_device), at cifar10_fast's settings."""
+    from benchmarks.storage import throughput_row, training_rates
+
+    workers = 8
+    overrides = [*fast_overrides(images), f"dataset.workers={workers}"]
+    with tempfile.TemporaryDirectory() as cache:
+        rates = training_rates(overrides, Path(cache), rounds=3, batches=30)
+    return throughput_row("GPU training, fast_cifar (cifar10_fast), batch 1024, 30 steps", rates, workers)
 
 
 def reduced_grid(images: Path) -> str:
@@ -144,5 +156,6 @@ def run() -> list[str]:
         if images is None:
             return rows + [f"gpu fast_cifar time to 93%: {NO_IMAGES}", f"gpu reduced grid: {NO_IMAGES}"]
         rows.append(time_to_goal(images))
+        rows.append(storage_row(images))
         rows.append(reduced_grid(images))
     return rows

@@ -166,7 +166,7 @@ def pixel_flipping(setup: Setup, method: str) -> str:
 def road_imputation(setup: Setup, method: str) -> str:
     """The fill alone, noise off, on the same masks: Quantus's per-image sparse solve against roar's."""
     maps, fraction = setup.maps[method], 0.5
-    mask = removal_mask(maps, fraction, torch.Generator().manual_seed(0))
+    mask = removal_mask(maps, fraction)
 
     def quantus_fill() -> np.ndarray:
         return np.stack([

@@ -49,8 +49,8 @@ def run() -> list[str]:
     rows = [f"3x32x32, 50% removed, {BATCH} images per batched call; medians of {ROUNDS} interleaved rounds"]
     for kind, saliency in (("random order", torch.rand(BATCH, 32, 32, generator=generator)),
                            ("blurred map", blurred_saliency(BATCH, 32, generator))):  # fmt: skip
-        mask = removal_mask(saliency, 0.5, generator)
-        batched = partial(noisy_linear_impute, images, mask, generator)
+        mask = removal_mask(saliency, 0.5)
+        batched = partial(noisy_linear_impute, images, mask)
         direct = partial(linear_impute_direct, images[:DIRECT], mask[:DIRECT])
         error = (noisy_linear_impute(images[:DIRECT], mask[:DIRECT], noise=0.0) - direct()).abs().max().item()
         for threads, clock, what in ((2, time.perf_counter, "wall"), (1, time.process_time, "CPU")):

@@ -36,3 +36,22 @@ def config(*overrides: str):
 
 
 NO_CUDA = "skipped: no CUDA device"
+# The stage cache the benchmarks' datasets are stored in: a temporary folder that lives as long as the
+# process (each benchmark decodes its images once).
+_CACHE = None
+
+
+def prepared(cfg):
+    """`cfg`'s datamodule with its splits in place (in memory), from a store in a temporary cache."""
+    global _CACHE
+    import tempfile
+
+    from hydra.utils import instantiate
+
+    from roar.runtime.cache import StageCache
+
+    if _CACHE is None:
+        _CACHE = tempfile.TemporaryDirectory(prefix="roar-bench-")
+    datamodule = instantiate(cfg.dataset.datamodule)
+    datamodule.prepare(StageCache(_CACHE.name), {}, "memory")
+    return datamodule

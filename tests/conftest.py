@@ -16,6 +16,7 @@ from hydra import compose, initialize_config_dir
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, open_dict
 
+import roar.cli.app  # noqa: F401 (registers the resolvers a composed configuration uses, as the command does)
 from roar.conf import CONFIG_DIR
 from roar.runtime.console import silence_known_warnings
 
@@ -77,3 +78,27 @@ class WritesAFile:
 
     def __reduce__(self):
         return (Path.touch, (self.marker,))
+
+
+@pytest.fixture
+def tmpfs(tmp_path):
+    """A function mounting a tmpfs at tmp_path/<name> with mount options (root only; skipped otherwise),
+    unmounted after the test."""
+    mounted = []
+
+    def mount(name: str, options: str) -> Path:
+        point = tmp_path / name
+        point.mkdir()
+        done = subprocess.run(["mount", "-t", "tmpfs", "-o", options, "tmpfs", str(point)],
+                              capture_output=True, text=True)  # fmt: skip
+        if done.returncode != 0:
+            pytest.skip(f"cannot mount a tmpfs here (root in a container allowed to mount is needed): "
+                        f"{done.stderr.strip()}")  # fmt: skip
+        mounted.append(point)
+        return point
+
+    if os.geteuid() != 0:
+        pytest.skip("mounting a read-only or full filesystem needs root")
+    yield mount
+    for point in reversed(mounted):
+        subprocess.run(["umount", str(point)], check=True)

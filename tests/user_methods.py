@@ -1,5 +1,7 @@
 """Methods a user might write, each breaking one part of the contract roar checks before it computes."""
 
+import time
+
 import torch
 
 
@@ -35,3 +37,11 @@ class InputTimesGradient:
 
 def input_times_gradient(model, inputs, targets, scale: float = 1.0):
     return InputTimesGradient(model, scale).attribute(inputs, targets)
+
+
+def slow_input_gradient(model, inputs, targets, delay: float = 0.2):
+    """The input gradient after a pause: a method slow enough for a test to stop a job while it runs."""
+    time.sleep(delay)
+    inputs = inputs.detach().requires_grad_()
+    (gradients,) = torch.autograd.grad(model(inputs).gather(1, targets.view(-1, 1)).sum(), inputs)
+    return gradients

@@ -14,8 +14,9 @@ from typing import Annotated, Any, Literal
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, model_validator
 
+from roar.data.datamodule import STORAGES
 from roar.models.classifier import ImageClassifier
-from roar.removal import FILLS, MODES, RANK_BY
+from roar.removal import FILLS, MODES, RANK_BY, grid_level
 
 NonNegativeInt = Annotated[int, Field(ge=0)]
 PositiveInt = Annotated[int, Field(ge=1)]
@@ -55,8 +56,14 @@ class Section(BaseModel):
     model_config = ConfigDict(strict=True, extra="allow")
 
 
+def _on_grid(fraction: float) -> float:
+    """A ROAR fraction on the 1 % grid, the fractions removal codes store exactly (roar/removal/masks.py)."""
+    grid_level(fraction)
+    return fraction
+
+
 class Roar(Section):
-    fractions: Annotated[list[RemovedFraction], Field(min_length=1)]
+    fractions: Annotated[list[Annotated[RemovedFraction, AfterValidator(_on_grid)]], Field(min_length=1)]
     rank_by: Literal[RANK_BY]
     signed: bool
     proceed_at_chance: bool
@@ -151,6 +158,9 @@ class Dataset(Section):
     name: str
     num_classes: ClassCount
     channels: PositiveInt
+    # Defaults for a user's dataset config written before these existed (roar's own set them).
+    storage: Literal[STORAGES] = "auto"
+    workers: NonNegativeInt = 2
     ground_truth: bool = False
     root: str | None = None
     download: bool | None = None

@@ -1,7 +1,17 @@
-"""In-memory image datasets: every split is one tensor, batches are cut by indexing, never per image."""
+"""The datamodule every task trains on: three splits whose images sit in memory or on disk (a sharded store,
+roar/data/store.py), cut into batches by indexing, never image by image.
+
+A batch is formed on the device it is used on: its raw images (uint8, or float in [0, 1]) normalised with
+the training split's per-channel mean and std, the pixels a ROAR cell removes replaced by the fill, and,
+for training batches, augmented (`augment`). A ROAR cell's removal travels as the split's one-byte removal
+codes (roar/removal/masks.py): each batch's mask is one comparison of its codes with the cell's percent,
+so no image is ever copied per fraction. With `on_device`, arrays held in memory are moved once to the
+trainer's device in `setup`; arrays on disk are read in DataLoader worker processes, a batch at a time.
+"""
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 
@@ -9,9 +19,21 @@ import pytorch_lightning as pl
 import torch
 from torch.utils.data import DataLoader, default_convert
 
-from roar.removal import replace_pixels
+from roar.data.arrays import (
+    Rows,
+    as_rows,
+    chunked_image_sums,
+    image_sums,
+    shard_bounds,
+    shard_rows,
+    statistics_of,
+)
+from roar.removal import grid_level, mask_of_codes, replace_pixels
+
+log = logging.getLogger(__name__)
 
 SPLITS = ("train", "val", "test")
+STORAGES = ("memory", "shards", "auto")
 
 
 def unit_range(images: torch.Tensor) -> torch.Tensor:
@@ -21,41 +43,53 @@ def unit_range(images: torch.Tensor) -> torch.Tensor:
 
 @dataclass(frozen=True)
 class Split:
-    """Images as (N, C, H, W), uint8 in [0, 255] or float in [0, 1]; labels as (N,) int64; and for a
-    ROAR-modified split, `removed`: (N, H, W) bool, the pixels that take the fill value in every batch
-    ((N, C, H, W) when single channel values are removed)."""
+    """Images as (N, C, H, W), uint8 in [0, 255] or float in [0, 1] (a tensor, or `Rows` of an array in
+    memory or on disk); labels as (N,) int64; and for a ROAR cell, `codes`: the removal codes of its
+    images ((N, H, W) uint8, or (N, C, H, W) when single channel values are ranked), row i of which belongs
+    to image i."""
 
-    images: torch.Tensor
+    images: Rows | torch.Tensor
     labels: torch.Tensor
-    removed: torch.Tensor | None = None
+    codes: Rows | torch.Tensor | None = None
 
     def __post_init__(self):
-        if self.images.ndim != 4 or self.labels.ndim != 1 or len(self.images) != len(self.labels):
+        object.__setattr__(self, "images", as_rows(self.images))
+        if self.codes is not None:
+            object.__setattr__(self, "codes", as_rows(self.codes))
+        shape = self.images.shape
+        if len(shape) != 4 or self.labels.ndim != 1 or shape[0] != len(self.labels):
             raise ValueError(
-                f"a split needs images (N,C,H,W) and labels (N,); got {tuple(self.images.shape)} "
+                f"a split needs images (N,C,H,W) and labels (N,); got {tuple(shape)} "
                 f"and {tuple(self.labels.shape)}"
             )
-        pixels = (self.images.shape[0], *self.images.shape[2:])
-        if self.removed is not None and tuple(self.removed.shape) not in (pixels, tuple(self.images.shape)):
-            raise ValueError(
-                f"removed must be {pixels} or {tuple(self.images.shape)}, got {tuple(self.removed.shape)}"
-            )
+        pixels = (shape[0], *shape[2:])
+        if self.codes is not None and tuple(self.codes.shape) not in (pixels, tuple(shape)):
+            raise ValueError(f"codes must be {pixels} or {tuple(shape)}, got {tuple(self.codes.shape)}")
 
     def __len__(self) -> int:
         return len(self.labels)
 
-    def to(self, device: torch.device) -> Split:
-        removed = None if self.removed is None else self.removed.to(device)
-        return Split(self.images.to(device), self.labels.to(device), removed)
+    @property
+    def resident(self) -> bool:
+        return self.images.resident and (self.codes is None or self.codes.resident)
+
+    def to(self, device: torch.device, arrays: dict | None = None) -> Split:
+        """The split with its in-memory arrays on `device` (`arrays`: see `Rows.to`); labels follow the
+        images, so that a batch is cut where they are."""
+        arrays = {} if arrays is None else arrays
+        images = self.images.to(device, arrays)
+        codes = None if self.codes is None else self.codes.to(device, arrays)
+        return Split(images, self.labels.to(device) if self.resident else self.labels, codes)
 
     def batch(self, indices: torch.Tensor) -> tuple[torch.Tensor, ...]:
-        """(images, labels), plus the removal mask for a modified split."""
-        cut = (self.images[indices], self.labels[indices])
-        return cut if self.removed is None else (*cut, self.removed[indices])
+        """(images, labels), plus the removal codes for a ROAR cell."""
+        cut = (self.images[indices], self.labels[indices.to(self.labels.device)])
+        return cut if self.codes is None else (*cut, self.codes[indices])
 
 
 class _IndexedBatches(torch.utils.data.Dataset):
-    """Cut a whole batch with one indexing operation on the tensors' own device (`__getitems__`)."""
+    """Cut a whole batch with one indexing operation on the arrays' own device (`__getitems__`); an array on
+    disk is read there, in a DataLoader worker."""
 
     def __init__(self, split: Split):
         self.split = split
@@ -67,33 +101,32 @@ class _IndexedBatches(torch.utils.data.Dataset):
         return self.split.batch(torch.as_tensor(indices, device=self.split.labels.device))
 
 
-def channel_statistics(images: torch.Tensor, chunk: int = 4096) -> tuple[torch.Tensor, torch.Tensor]:
-    """Per-channel mean and standard deviation of images in [0, 1] (uint8 scaled by 1/255), accumulated in
-    float64 over chunks so that a large uint8 dataset is never expanded to float at once."""
-    total = torch.zeros(images.shape[1], dtype=torch.float64)
-    squares = torch.zeros_like(total)
-    for part in images.split(chunk):
-        values = unit_range(part).double().cpu()
-        total += values.sum(dim=(0, 2, 3))
-        squares += values.square().sum(dim=(0, 2, 3))
-    count = images.numel() // images.shape[1]
-    mean = total / count
-    variance = (squares - count * mean.square()) / max(count - 1, 1)
-    return mean.float(), variance.clamp_min(0).sqrt().float().clamp_min(1e-6)
+@dataclass(frozen=True)
+class Removal:
+    """What a ROAR cell does to every batch: the removal codes at or below `level` percent go (`roar`), or
+    all the others (`kar`), and take `fill` (one raw value per channel) — or, with `masks_only`, the batch is
+    the removal masks themselves (1 = removed), the images unseen (task=leakage)."""
+
+    level: int
+    mode: str
+    fill: torch.Tensor | None = None
+    masks_only: bool = False
+
+    @property
+    def fraction(self) -> float:
+        return self.level / 100
+
+    def mask(self, codes: torch.Tensor) -> torch.Tensor:
+        return mask_of_codes(codes, self.fraction, self.mode)
 
 
 class TensorDataModule(pl.LightningDataModule):
-    """A datamodule over three in-memory splits.
-
-    Images are kept raw (uint8, or float in [0, 1]); every batch is formed on the device it is used on:
-    normalised with the training split's per-channel mean and std (`normalize`), its removed pixels (if any)
-    replaced by the fill, and, for training batches, augmented (`augment`, e.g. `RandomCropFlip`). With the
-    fill at the raw training mean, removed pixels are exactly zero to the network. With `on_device`, the
-    splits are moved once to the trainer's device in `setup`, so a GPU never waits on host-to-device copies.
-    """
+    """A datamodule over three splits (`splits`: train, val, test), normalised with the training split's
+    per-channel mean and std (or `statistics`, (mean, std)). `workers` DataLoader processes read the splits
+    whose images are on disk (`storage=shards`); splits in memory are cut in the training process."""
 
     # Per split, the pixels that decide each image's label (N, H, W) bool, where the dataset knows them.
-    ground_truth: dict[str, torch.Tensor] | None = None
+    ground_truth: dict[str, Rows | torch.Tensor] | None = None
 
     def __init__(
         self,
@@ -103,45 +136,119 @@ class TensorDataModule(pl.LightningDataModule):
         augment: Callable[[torch.Tensor], torch.Tensor] | None = None,
         on_device: bool = True,
         statistics: tuple[torch.Tensor, torch.Tensor] | None = None,
+        workers: int = 2,
     ):
-        """`statistics`: the per-channel (mean, std) to normalise with; by default the train split's."""
         super().__init__()
         missing = set(SPLITS) - set(splits)
         if missing:
             raise ValueError(f"missing splits: {sorted(missing)}")
-        self.splits = splits
+        # A tensor given as a split's images is every row of itself, named after its split.
+        self.splits = {
+            name: replace(split, images=as_rows(split.images, name)) for name, split in splits.items()
+        }
         self.num_classes = num_classes
         self.batch_size = batch_size
         self.augment = augment
         self.on_device = on_device
-        self.mean, self.std = statistics or channel_statistics(splits["train"].images)
-        # The raw per-channel value removed pixels take (set by with_removal).
-        self.fill: torch.Tensor | None = None
+        self.workers = workers
+        self._statistics = statistics
+        self.removal: Removal | None = None
+
+    # --- statistics
+
+    @property
+    def mean(self) -> torch.Tensor:
+        return self.statistics[0]
+
+    @property
+    def std(self) -> torch.Tensor:
+        return self.statistics[1]
+
+    @property
+    def statistics(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """Per-channel (mean, std) of the training images in [0, 1], from per-image sums (computed shard by
+        shard, as a store computes them: arrays/image_sums)."""
+        if self._statistics is None:
+            self._statistics = statistics_of(self.training_sums(), self.image_shape[1] * self.image_shape[2])
+        return self._statistics
+
+    def training_sums(self) -> torch.Tensor:
+        """The training images' `image_sums` (a store-backed datamodule reads them from its shards)."""
+        images = self.splits["train"].images
+        return chunked_image_sums(images, shard_rows(images[:1].numel() * images[:1].element_size()))
 
     @property
     def image_shape(self) -> tuple[int, int, int]:
         return tuple(self.splits["train"].images.shape[1:])
 
-    def with_removal(self, removed: dict[str, torch.Tensor], fill: torch.Tensor) -> TensorDataModule:
-        """The same images, labels, statistics and batching, with the pixels `removed[split]` ((N, H, W), or
-        (N, C, H, W) for single channel values) of each split replaced by `fill` (one raw value per channel)
-        whenever a batch is formed."""
-        splits = {name: replace(split, removed=removed[name]) for name, split in self.splits.items()}
-        return self._derived(splits, fill)
+    # --- where the images live
 
-    def with_images(self, images: dict[str, torch.Tensor]) -> TensorDataModule:
+    def prepare(self, cache, dataset: dict, storage: str) -> None:
+        """Put the splits where `storage` says (memory, shards, or auto: roar/data/store.py's rule), before
+        anything reads them. A datamodule built in memory (digits, synthetic, a user's own) writes its
+        splits to the stage cache's store for `shards`, keyed by `dataset` (its configuration), and reads
+        them back from there, so that both storages give the same batches."""
+        from roar.data.store import choose_storage, store_tensors
+
+        arrays = [split.images for split in self.splits.values()]
+        if (
+            choose_storage(storage, sum(a[:1].numel() * a[:1].element_size() * len(a) for a in arrays))
+            == "memory"
+        ):
+            return
+        truth = self.ground_truth or {}
+        stored = {name: store_tensors(cache, dataset, name, split.images[:], split.labels, truth.get(name))
+                  for name, split in self.splits.items()}  # fmt: skip
+        self.splits = {name: Split(Rows(s.images, None, name), s.labels) for name, s in stored.items()}
+        if self.ground_truth is not None:
+            self.ground_truth = {name: Rows(s.truth, None, name) for name, s in stored.items()}
+        if self._statistics is None:
+            self._statistics = statistics_of(stored["train"].sums, self.image_shape[1] * self.image_shape[2])
+
+    # --- data for a ROAR cell
+
+    def with_removal(self, codes: dict, fraction: float, mode: str, fill: torch.Tensor) -> TensorDataModule:
+        """The same images, labels, statistics and batching, with the entries whose removal codes
+        (`codes[split]`, roar/removal/masks.py) fall in the top `fraction` of each image (`mode=roar`, or
+        all but them: `kar`) replaced by `fill` (one raw value per channel) whenever a batch is formed."""
+        splits = {name: replace(split, codes=codes[name]) for name, split in self.splits.items()}
+        return self._derived(splits, Removal(grid_level(fraction), mode, fill))
+
+    def with_images(self, images: dict) -> TensorDataModule:
         """The same labels, statistics and batching over replaced raw images (a fill computed up front, such
-        as ROAD's imputation)."""
+        as ROAD's imputation): `images[split]`, row i the replacement of image i."""
         splits = {name: Split(images[name], split.labels) for name, split in self.splits.items()}
         return self._derived(splits, None)
 
-    def _derived(self, splits: dict[str, Split], fill: torch.Tensor | None) -> TensorDataModule:
+    def with_mask_inputs(self, codes: dict, fraction: float, mode: str) -> TensorDataModule:
+        """The removal masks of `codes` at `fraction` as the images (1 = removed, in every channel), with
+        the original labels, normalised with the masks' own training statistics (task=leakage)."""
+        splits = {name: replace(split, codes=codes[name]) for name, split in self.splits.items()}
+        removal = Removal(grid_level(fraction), mode, masks_only=True)
+        clone = self._derived(splits, removal)
+        clone._statistics = statistics_of(clone._mask_sums(), self.image_shape[1] * self.image_shape[2])
+        return clone
+
+    def _mask_sums(self) -> torch.Tensor:
+        codes = self.splits["train"].codes
+        chunks = shard_bounds(len(codes), shard_rows(codes[:1].numel()))
+        return torch.cat([image_sums(self._as_inputs(codes[a:b])) for a, b in chunks])
+
+    def _as_inputs(self, codes: torch.Tensor) -> torch.Tensor:
+        """The float masks (N, C, H, W) of `codes` under this datamodule's removal."""
+        mask = self.removal.mask(codes).float()
+        return mask.unsqueeze(1).expand(-1, self.image_shape[0], -1, -1) if mask.ndim == 3 else mask
+
+    def _derived(self, splits: dict[str, Split], removal: Removal | None) -> TensorDataModule:
         # A modified dataset keeps the unmodified training statistics: the network sees what it would see.
         clone = TensorDataModule(
-            splits, self.num_classes, self.batch_size, self.augment, self.on_device, (self.mean, self.std)
-        )
-        clone.fill = fill
+            splits, self.num_classes, self.batch_size, self.augment, self.on_device, self.statistics,
+            self.workers,
+        )  # fmt: skip
+        clone.removal = removal
         return clone
+
+    # --- batches
 
     def normalize(self, images: torch.Tensor) -> torch.Tensor:
         shape = (1, -1, 1, 1)
@@ -150,26 +257,30 @@ class TensorDataModule(pl.LightningDataModule):
 
     def setup(self, stage: str) -> None:
         if self.on_device and self.trainer is not None:
-            device = self.trainer.strategy.root_device
-            self.splits = {name: split.to(device) for name, split in self.splits.items()}
+            device, moved = self.trainer.strategy.root_device, {}
+            self.splits = {name: split.to(device, moved) for name, split in self.splits.items()}
 
-    def prepared(self, images: torch.Tensor, removed: torch.Tensor | None = None) -> torch.Tensor:
-        """Raw images as the network sees them, before augmentation: normalised, removed pixels filled."""
+    def prepared(self, images: torch.Tensor, codes: torch.Tensor | None = None) -> torch.Tensor:
+        """Raw images as the network sees them, before augmentation: normalised, removed pixels filled (or,
+        for a masks-only cell, the masks in place of the images)."""
+        if self.removal is not None and self.removal.masks_only:
+            return self.normalize(self._as_inputs(codes.to(images.device)))
         images = self.normalize(images)
-        if removed is not None:
-            fill = self.normalize(self.fill.to(images).view(1, -1, 1, 1)).view(-1)
-            images = replace_pixels(images, removed, fill)
+        if codes is not None:
+            fill = self.normalize(self.removal.fill.to(images).view(1, -1, 1, 1)).view(-1)
+            images = replace_pixels(images, self.removal.mask(codes.to(images.device)), fill)
         return images
 
     def training_images(self, count: int) -> torch.Tensor:
         """The first `count` training images (the split's order is already a seeded shuffle), prepared as
         training batches are, without augmentation: for a network's data-dependent initialisation."""
-        images, _, *removed = self.splits["train"].batch(torch.arange(min(count, len(self.splits["train"]))))
-        return self.prepared(images, *removed)
+        train = self.splits["train"]
+        images, _, *codes = train.batch(torch.arange(min(count, len(train))))
+        return self.prepared(images, *codes)
 
     def on_after_batch_transfer(self, batch, dataloader_idx: int):
-        images, labels, *removed = batch
-        images = self.prepared(images, *removed)
+        images, labels, *codes = batch
+        images = self.prepared(images, *codes)
         if self.augment is not None and self.trainer is not None and self.trainer.training:
             images = self.augment(images)
         return images, labels
@@ -177,9 +288,16 @@ class TensorDataModule(pl.LightningDataModule):
     def _loader(self, split: str, shuffle: bool) -> DataLoader:
         # The DataLoader hands each batch's indices to __getitems__ at once. The shuffle draws from torch's
         # global generator, which the training stage seeds; under DDP, Lightning replaces the sampler with
-        # a DistributedSampler, which gives each process its share of the indices.
-        dataset = _IndexedBatches(self.splits[split])
-        return DataLoader(dataset, batch_size=self.batch_size, shuffle=shuffle, collate_fn=default_convert)
+        # a DistributedSampler, which gives each process its share of the indices. Workers draw nothing
+        # from that generator beyond what the loader itself draws with none, so a split on disk is batched
+        # exactly as the same split in memory; they are started afresh each epoch (persistent workers
+        # would draw their seed once per fit instead of once per epoch, and shift every later draw).
+        data = self.splits[split]
+        workers = 0 if data.resident else self.workers
+        return DataLoader(
+            _IndexedBatches(data), batch_size=self.batch_size, shuffle=shuffle, collate_fn=default_convert,
+            num_workers=workers, pin_memory=workers > 0 and torch.cuda.is_available(),
+        )  # fmt: skip
 
     def train_dataloader(self) -> DataLoader:
         return self._loader("train", shuffle=True)

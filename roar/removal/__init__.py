@@ -1,5 +1,6 @@
 """ROAR's data modification, as tensor operations that know nothing of datasets or methods: which pixels go
-(masks.py), what they become (fills.py), and ROAD's imputation (imputation.py)."""
+(masks.py: ranking, masks, one-byte removal codes), what they become (fills.py), ROAD's imputation
+(imputation.py), and the random numbers that belong to one image (keys.py)."""
 
 from roar.removal.fills import (
     BLUR_FILL_SHARE,
@@ -13,17 +14,23 @@ from roar.removal.fills import (
 )
 from roar.removal.imputation import noisy_linear_impute
 from roar.removal.masks import (
+    CODE_LEVELS,
     MODES,
     RANK_BY,
+    grid_level,
+    mask_of_codes,
     mask_of_rank,
     pixels_to_remove,
     ranking_reduction,
+    removal_codes,
     removal_mask,
+    salience_order,
     salience_rank,
 )
 
 __all__ = [
     "BLUR_FILL_SHARE",
+    "CODE_LEVELS",
     "FILLS",
     "IMAGE_FILLS",
     "MODES",
@@ -31,12 +38,16 @@ __all__ = [
     "blurred",
     "fill_value",
     "gaussian_blur",
+    "grid_level",
+    "mask_of_codes",
     "mask_of_rank",
     "noisy_linear_impute",
     "pixels_to_remove",
     "ranking_reduction",
     "remove",
+    "removal_codes",
     "removal_mask",
     "replace_pixels",
+    "salience_order",
     "salience_rank",
 ]

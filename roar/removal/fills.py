@@ -47,13 +47,16 @@ def remove(
     mask: torch.Tensor,
     fill: str,
     mean: torch.Tensor,
-    generator: torch.Generator | None = None,
+    seed: int = 0,
+    ids: torch.Tensor | None = None,
+    source: str = "",
 ) -> torch.Tensor:
     """Raw images with the masked pixels (or elements) filled by `fill` (see FILLS); `mean` is the
-    per-channel training-set mean, `generator` draws ROAD's noise."""
+    per-channel training-set mean; (seed, source, ids) draw each image's ROAD noise
+    (`noisy_linear_impute`)."""
     mask = mask.to(images.device)  # maps (hence masks) live on the CPU; images may sit on the GPU
     if fill == "road":
-        return noisy_linear_impute(images, mask, generator)
+        return noisy_linear_impute(images, mask, seed, ids, source)
     if fill == "blur":
         return replace_pixels(images, mask, blurred(images))
     return replace_pixels(images, mask, fill_value(fill, mean))

@@ -36,6 +36,8 @@ import torch.nn.functional as F
 from scipy.sparse import coo_matrix
 from scipy.sparse.linalg import spsolve
 
+from roar.removal.keys import image_states, standard_normal
+
 ROAD_NOISE = 0.01
 # (row offset, column offset) -> weight; the weights of the 8 neighbours sum to one.
 NEIGHBOUR_WEIGHTS = {
@@ -46,8 +48,11 @@ NEIGHBOUR_WEIGHTS = {
 }
 # The same weights times 12, as a 3x3 stencil: small integers keep the float32 arithmetic exact.
 _STENCIL = torch.tensor([[1.0, 2.0, 1.0], [2.0, 0.0, 2.0], [1.0, 2.0, 1.0]])
-# Images solved together: the planes of a chunk stay in cache through the iterations.
-_CHUNK = 128
+# Images solved together: the planes of a chunk stay in cache through the iterations. The solver stops when
+# every plane of a chunk has converged, so an image's last bits depend on its chunk: whoever imputes a
+# split in parts (roar/stages/modified.py, shard by shard) cuts them at multiples of CHUNK from the split's
+# start, so that every image lands in the same chunk as in one pass over the whole split.
+CHUNK = 128
 
 
 def _planes(images: torch.Tensor, mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -118,10 +123,10 @@ def linear_impute(
     """
     h, w = images.shape[-2:]
     max_iter = max_iter or 100 * max(h, w)
-    starts = range(0, len(images), _CHUNK)
+    starts = range(0, len(images), CHUNK)
 
     def solve(start: int) -> torch.Tensor:
-        return _solve_chunk(images[start : start + _CHUNK], mask[start : start + _CHUNK], tol, max_iter)
+        return _solve_chunk(images[start : start + CHUNK], mask[start : start + CHUNK], tol, max_iter)
 
     workers = min(torch.get_num_threads(), len(starts))
     if images.device.type != "cpu" or workers <= 1:
@@ -147,15 +152,20 @@ def _intra_op_threads(count: int):
 def noisy_linear_impute(
     images: torch.Tensor,
     mask: torch.Tensor,
-    generator: torch.Generator | None = None,
+    seed: int = 0,
+    ids: torch.Tensor | None = None,
+    source: str = "",
     noise: float = ROAD_NOISE,
 ) -> torch.Tensor:
     """ROAD's noisy linear imputation: `linear_impute`, then N(0, noise^2) added to the removed pixels
-    only (drawn from `generator`)."""
+    only, each image's noise drawn from (seed, source, its id: `ids`, default 0..N-1) alone
+    (roar/removal/keys.py), so that it is the same whichever images it is imputed with."""
     imputed = linear_impute(images, mask)
     removed = (mask.unsqueeze(1) if mask.ndim == 3 else mask).to(images.dtype)
-    jitter = torch.randn(images.shape, generator=generator, dtype=images.dtype).to(images.device)
-    return imputed.add_(jitter.mul_(removed).mul_(noise))
+    if ids is None:
+        ids = torch.arange(len(images))
+    jitter = standard_normal(image_states(seed, source, ids.to(images.device)), tuple(images.shape[1:]))
+    return imputed.add_(jitter.to(images.dtype).mul_(removed).mul_(noise))
 
 
 def linear_impute_direct(images: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:

@@ -2,12 +2,12 @@
 
 Each stage is a function of (config, upstream artifacts) returning an artifact, keyed in the cache by the
 configuration values that determine it (specs.py): the checks before any compute (checks.py), training
-(train.py around the Lightning fit of training.py), saliency maps (saliency.py) and a cell's modified data
-(modified.py)."""
+(train.py around the Lightning fit of training.py), a method's removal codes and maps (saliency.py) and a
+cell's modified data (modified.py); the dataset store (roar/data/store.py) comes first."""
 
 from roar.stages.checks import MethodError, check_methods, check_model, load_data
-from roar.stages.modified import removal_masks, removed_datamodule
-from roar.stages.saliency import compute_maps, saliency_stage
+from roar.stages.modified import removed_datamodule
+from roar.stages.saliency import code_stage, map_stage
 from roar.stages.specs import mask_spec, removal_spec, saliency_spec, training_spec
 from roar.stages.train import train_stage
 
@@ -15,14 +15,13 @@ __all__ = [
     "MethodError",
     "check_methods",
     "check_model",
-    "compute_maps",
+    "code_stage",
     "load_data",
     "mask_spec",
-    "removal_masks",
     "removal_spec",
     "removed_datamodule",
     "saliency_spec",
-    "saliency_stage",
+    "map_stage",
     "train_stage",
     "training_spec",
 ]

@@ -15,14 +15,19 @@ from roar.data import TensorDataModule
 from roar.errors import ConfigError, first_line
 from roar.runtime.cache import StageCache
 from roar.saliency.fullgrad import CompletenessError
-from roar.stages.specs import method_reduction, saliency_spec
+from roar.stages.saliency import codes_stored
+from roar.stages.specs import dataset_spec, method_reduction
 from roar.stages.training import build_classifier, device_of, load_classifier
 
 
-def load_data(cfg: DictConfig) -> TensorDataModule:
-    """The dataset, once the model and the selected methods have been tried on two of its images: a model
-    that cannot take them, or that a method cannot explain exactly, is refused before anything trains."""
+def load_data(cfg: DictConfig, cache: StageCache) -> TensorDataModule:
+    """The dataset, in memory or read from the store's shards (`dataset.storage`; decoded into the store
+    first where it is not there yet), once the model and the selected methods have been tried on two of its
+    images: a model that cannot take them, or that a method cannot explain exactly, is refused before
+    anything trains."""
     datamodule: TensorDataModule = instantiate(cfg.dataset.datamodule)
+    datamodule.workers = cfg.dataset.get("workers", 2)
+    datamodule.prepare(cache, dataset_spec(cfg), cfg.dataset.get("storage", "auto"))
     check_model(cfg, datamodule.normalize(datamodule.splits["train"].images[:2].cpu()),
                 datamodule.splits["train"].labels[:2].cpu())  # fmt: skip
     return datamodule
@@ -96,10 +101,8 @@ def check_methods(
     """Run every selected method once, on the first CHECK_IMAGES validation images and the base model, as
     its saliency stage would: a method that raises, or returns attributions of the wrong shape, on another
     device or not finite, stops the run (MethodError) before any stage runs over the dataset or any model
-    is retrained. Methods whose maps `cache` already holds are not run (None: every method is)."""
-    methods = [
-        m for m in method_names(cfg) if cache is None or not cache.has("saliency", saliency_spec(cfg, m))
-    ]
+    is retrained. Methods whose removal codes `cache` already holds are not run (None: every method is)."""
+    methods = [m for m in method_names(cfg) if cache is None or not codes_stored(cfg, cache, m, datamodule)]
     if not methods:
         return
     net = load_classifier(cfg.model, base).net.to(device_of(cfg.trainer))

@@ -15,9 +15,24 @@ from roar.removal import ranking_reduction
 from roar.runtime.cache import spec_key
 from roar.stages.training import device_of
 
+# Dataset values that decide where the data is read from and how fast, never what a model sees: left out
+# of every key, so that a run in memory and one on shards (or with other worker counts) share a cache.
+READING = ("storage", "workers", "datamodule.read_workers", "datamodule.on_device")
+
 
 def _plain(node) -> object:
     return OmegaConf.to_container(node, resolve=True)
+
+
+def dataset_spec(cfg: DictConfig) -> dict:
+    """The dataset's configuration, less READING."""
+    spec = _plain(cfg.dataset)
+    for key in READING:
+        parent, _, leaf = key.rpartition(".")
+        node = spec.get(parent, {}) if parent else spec
+        if isinstance(node, dict):
+            node.pop(leaf, None)
+    return spec
 
 
 def cpu_threads(trainer_cfg: DictConfig) -> dict:
@@ -31,7 +46,7 @@ def training_spec(cfg: DictConfig, seed: int, data: dict | None) -> dict:
     """What determines a trained model: dataset, model and optimiser, trainer, seed, the removal applied to
     the data (None for the unmodified data) and, on the CPU, the thread count."""
     return {
-        "dataset": _plain(cfg.dataset),
+        "dataset": dataset_spec(cfg),
         "model": _plain(cfg.model),
         "trainer": _plain(cfg.trainer),
         "seed": seed,
@@ -58,27 +73,30 @@ def training_about(seed: int, data: dict | None) -> dict:
     return {"name": f"{what}, seed {seed}", **about}
 
 
+# Targets whose code is versioned by a release (roar's by roar.runtime.cache.FORMAT_VERSION, Captum's by
+# its own): their source is not hashed into the keys.
+RELEASED = ("roar.", "captum.")
+
+
 def saliency_spec(cfg: DictConfig, method: str) -> dict:
+    """What determines a method's maps (and removal codes): the base model, the method's target and
+    parameters, how its maps are ranked and, on the CPU, the thread count. A target of the user's own code
+    adds the hash of its module's source, so that editing the method recomputes its maps and cells instead
+    of reusing stale ones."""
     params = _plain(cfg.method[method])
     target = params.pop("_target_")
-    if not params.get("blur_sigma"):  # unblurred maps keep the keys they had before maps could be blurred
-        params.pop("blur_sigma", None)
+    # 0, 0.0 or no blur_sigma at all: the same unblurred maps, one key.
+    params["blur_sigma"] = float(params.get("blur_sigma") or 0.0)
     spec = {
         "base": spec_key(training_spec(cfg, cfg.seed, None)),
         "method": method,
+        "target": target,
         "params": params,
         "reduce": method_reduction(cfg, method),
         **cpu_threads(cfg.trainer),
     }
-    # A user's method (a name roar does not ship, or a shipped name pointed at another target) adds its
-    # target and the hash of its module's source, so that editing the method recomputes its maps and cells
-    # instead of reusing stale ones; the methods roar ships keep the keys they had before methods named
-    # their targets (roar's changes are versioned by roar.runtime.cache.FORMAT_VERSION, Captum's by its
-    # release).
-    if method not in saliency.available() or saliency.named_config(method)["_target_"] != target:
-        spec["target"] = target
-        if (source := saliency.source_hash(target)) is not None:
-            spec["source"] = source
+    if not target.startswith(RELEASED) and (source := saliency.source_hash(target)) is not None:
+        spec["source"] = source
     if "seed" in params:  # a seeded method draws its noise batch by batch: the batching shapes its maps
         spec["batch_size"] = cfg.roar.saliency_batch_size
     return spec

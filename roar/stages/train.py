@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from pathlib import Path
 
 from omegaconf import DictConfig
 
@@ -17,14 +18,15 @@ from roar.stages.training import train_classifier
 def train_stage(
     cfg: DictConfig,
     cache: StageCache,
-    datamodule: TensorDataModule | Callable[[], TensorDataModule],
+    datamodule: TensorDataModule | Callable[[Path], TensorDataModule],
     seed: int,
     data=None,
     progress: GridProgress | None = None,
     logger=None,
 ) -> dict:
-    """The trained model's record (cached). `datamodule` may be a function that builds it: it is then
-    built only if the stage is computed, so a cache hit skips work such as ROAD's imputation. `progress`
+    """The trained model's record (cached). `datamodule` may be a function that builds it (given a scratch
+    directory for what it writes, which a resumed training finds again): it is then built only if the stage
+    is computed, so a cache hit skips work such as ROAD's imputation. `progress`
     counts it as a cell of the grid and logs its line. A fit sends its curves to the job's `logger` (W&B)
     as it trains, labelled with what it trains."""
     about = training_about(seed, data)
@@ -37,7 +39,7 @@ def train_stage(
         lambda work: train_classifier(
             cfg.model,
             cfg.trainer,
-            datamodule if isinstance(datamodule, TensorDataModule) else datamodule(),
+            datamodule if isinstance(datamodule, TensorDataModule) else datamodule(work.dir / "data"),
             seed,
             work,
             about["name"],

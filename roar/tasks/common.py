@@ -47,7 +47,7 @@ class Run:
             self.seed_curves.add(row)
 
 
-def open_run(cfg: DictConfig, out: report.Outputs | None = None) -> Run:
+def open_run(cfg: DictConfig, out: report.Outputs | None = None, cache: StageCache | None = None) -> Run:
     """The run directory, the stage cache, and the experiment logger with the configuration (started before
     any compute: a logger that cannot start fails first, and a W&B run is in the dashboard while the grid
     trains). `out` describes the task's results, for the W&B seed runs of its curve."""
@@ -59,7 +59,7 @@ def open_run(cfg: DictConfig, out: report.Outputs | None = None) -> Run:
         logger.log_hyperparams(flat_config(cfg))  # W&B: creates the run
         if isinstance(logger, WandbLogger) and out is not None and not in_multirun():
             seed_curves = report.SeedCurves(logger, out)
-    return Run(run_dir, StageCache(Path(cfg.paths.cache_dir)), logger, seed_curves)
+    return Run(run_dir, cache or StageCache(Path(cfg.paths.cache_dir)), logger, seed_curves)
 
 
 def majority_share(labels: torch.Tensor) -> float:
@@ -77,8 +77,8 @@ def base_model(
     """The model trained on the unmodified data with `seed` (cached), whose saliency maps every method's
     cells are built from. One at or near chance accuracy stops the run (a ConfigError: one line), unless
     `roar.proceed_at_chance`: ranking the pixels a model that learned nothing uses measures nothing. Then
-    every selected method is tried on one batch of it (`check_methods`), but for methods whose maps the
-    cache already holds, when the task will reuse them (`reused_maps`)."""
+    every selected method is tried on one batch of it (`check_methods`), but for methods whose removal codes
+    the cache already holds, when the task will reuse them (`reused_maps`)."""
     base = train_stage(cfg, run.cache, datamodule, cfg.seed, progress=progress, logger=run.logger)
     log.info("base model: val acc %.3f, test acc %.3f", base["val_acc"], base["test_acc"])
     chance = majority_share(datamodule.splits["test"].labels)
@@ -96,10 +96,15 @@ def base_model(
     return base
 
 
-def write_outputs(run: Run, rows: list[dict], out: report.Outputs) -> None:
-    """stages.csv, then the report `out` describes."""
+def write_stages(run: Run) -> None:
+    """stages.csv: every stage the run needed, computed or reused."""
     with atomic_write(run.dir / "stages.csv") as tmp, open(tmp, "w", newline="") as f:
         writer = csv.DictWriter(f, fieldnames=STAGE_COLUMNS)
         writer.writeheader()
         writer.writerows(run.cache.events)
+
+
+def write_outputs(run: Run, rows: list[dict], out: report.Outputs) -> None:
+    """stages.csv, then the report `out` describes."""
+    write_stages(run)
     report.publish(rows, run.dir, run.logger, outputs=out, seed_curves=run.seed_curves)

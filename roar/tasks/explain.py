@@ -17,6 +17,7 @@ from roar import report, saliency
 from roar.config import method_names
 from roar.data import TensorDataModule
 from roar.errors import ConfigError
+from roar.runtime.cache import StageCache
 from roar.runtime.console import GridProgress
 from roar.runtime.files import atomic_write
 from roar.stages import load_data
@@ -114,9 +115,10 @@ def run(cfg: DictConfig) -> Path:
     """The gallery PNG (`gallery.png`) of the first `explain.num_images` test images x the selected
     methods, and with `explain.logit_shares` the logit shares (`logit_shares.png`), written into the run
     directory (and to the logger where it takes images)."""
-    datamodule = load_data(cfg)
+    cache = StageCache(Path(cfg.paths.cache_dir))
+    datamodule = load_data(cfg, cache)
     check_options(cfg.explain, test_images=len(datamodule.splits["test"]))
-    current = open_run(cfg)
+    current = open_run(cfg, cache=cache)
     # The gallery computes every method's maps (none come from the cache): each is tried first.
     base = base_model(cfg, current, datamodule, GridProgress(1), reused_maps=False)
     device = device_of(cfg.trainer)

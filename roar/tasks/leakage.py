@@ -4,8 +4,8 @@ For every method, fraction and seed, a fresh classifier (the configured model) i
 masks ROAR would apply, 1 where a pixel is removed, with no image content at all, and tested on the test
 split's masks. At chance accuracy the masks carry no label information; above it, ROAR's retrained models
 can learn the label from where pixels were removed instead of from what is left, and a method's ROAR curve
-then understates what it found. The masks are exactly those of the ROAR cells (same ranking, mode and
-tie-breaking seed), whatever the fill; the fill decides how visible they are in the images, which this
+then understates what it found. The masks are exactly those of the ROAR cells (same removal codes and mode),
+whatever the fill; the fill decides how visible they are in the images, which this
 diagnostic does not measure (compare the ROAR curves with roar.fill=road for that).
 """
 
@@ -16,31 +16,17 @@ from dataclasses import replace
 from functools import partial
 from pathlib import Path
 
-import torch
 from omegaconf import DictConfig
 
 from roar.config import method_names
-from roar.data import Split, TensorDataModule
-from roar.data.datamodule import SPLITS
+from roar.data import TensorDataModule
 from roar.report import Outputs
 from roar.runtime.console import GridProgress
-from roar.stages import load_data, mask_spec, removal_masks, saliency_stage, train_stage
+from roar.stages import code_stage, load_data, mask_spec, train_stage
 from roar.tasks.common import Run, base_model, majority_share, open_run, write_outputs
 from roar.tasks.roar import cell_row, unmodified_fraction
 
 log = logging.getLogger(__name__)
-
-
-def mask_datamodule(datamodule: TensorDataModule, masks: dict) -> TensorDataModule:
-    """The removal masks as images (1 = removed) in every channel, with the original labels; normalised
-    with the masks' own training statistics."""
-    channels = datamodule.image_shape[0]
-    splits = {}
-    for split in SPLITS:
-        mask = masks[split].float()
-        images = mask.unsqueeze(1).expand(-1, channels, -1, -1) if mask.ndim == 3 else mask
-        splits[split] = Split(images.contiguous(), datamodule.splits[split].labels)
-    return TensorDataModule(splits, datamodule.num_classes, datamodule.batch_size)
 
 
 def grid(cfg: DictConfig, current: Run) -> tuple[list[dict], float]:
@@ -52,21 +38,20 @@ def grid(cfg: DictConfig, current: Run) -> tuple[list[dict], float]:
         "leakage grid: %d methods x %d fractions x %d seed(s) + the base model = %d trainings",
         len(methods), len(fractions), len(cfg.seeds), progress.total,
     )  # fmt: skip
-    datamodule = load_data(cfg)
+    datamodule = load_data(cfg, cache)
     base = base_model(cfg, current, datamodule, progress)
 
-    def masks_only(maps: dict, fraction: float, seed: int) -> TensorDataModule:
-        masks = removal_masks(maps, fraction, torch.Generator().manual_seed(seed), cfg.roar.mode)
-        return mask_datamodule(datamodule, masks)
+    def masks_only(codes: dict, fraction: float, work_dir) -> TensorDataModule:
+        return datamodule.with_mask_inputs(codes, fraction, cfg.roar.mode)
 
     rows = []
     for method in methods:
-        maps = saliency_stage(cfg, cache, method, base, datamodule)
+        codes = code_stage(cfg, cache, method, base, datamodule)
         for fraction in fractions:
             for seed in cfg.seeds:
                 spec = {**mask_spec(cfg, method, fraction), "input": "removal mask"}
-                # Built only if the stage is computed: a cache hit needs no masks.
-                masks = partial(masks_only, maps, fraction, seed)
+                # Built only if the stage is computed: a cache hit needs no mask statistics.
+                masks = partial(masks_only, codes, fraction)
                 trained = train_stage(cfg, cache, masks, seed, spec, progress, logger=current.logger)
                 rows.append(cell_row(method, fraction, seed, trained))
                 current.record(rows[-1])

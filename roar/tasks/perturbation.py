@@ -40,11 +40,12 @@ from torch import nn
 from roar import report
 from roar.config import method_names
 from roar.config.schema import METRICS, ORDERS, PERTURBATION_MODES
+from roar.data.arrays import shard_bounds, shard_rows
 from roar.data.datamodule import unit_range
 from roar.removal import FILLS, mask_of_rank, pixels_to_remove, remove, salience_rank
 from roar.report import Outputs
 from roar.runtime.console import GridProgress
-from roar.stages import load_data, saliency_stage
+from roar.stages import load_data, map_stage
 from roar.stages.training import device_of, load_classifier
 from roar.tasks.common import Run, base_model, open_run, write_outputs
 
@@ -90,13 +91,16 @@ def removal_curves(
     fill_mean: torch.Tensor | None = None,
     seed: int = 0,
     batch_size: int = 256,
+    ids: torch.Tensor | None = None,
+    source: str = "",
 ) -> torch.Tensor:
     """(len(fractions), N): per image, `metric` after removing (deletion) or restoring (insertion)
     round(fraction * D) entries of each raw image (in [0, 1]) in `order` of its map (maps (N, H, W) rank
     pixels, (N, C, H, W) channel values), the others at the original image (deletion) or at `fill`
-    (insertion). `fill_mean` is the per-channel mean the `mean` fill writes. Every fraction breaks ranking
-    ties and draws ROAD's noise from a generator seeded with `seed`. Runs on the model's device: the
-    masks, the fill and the model, in batches of `batch_size` images for the model."""
+    (insertion). `fill_mean` is the per-channel mean the `mean` fill writes. Ranking ties and ROAD's noise
+    are each image's own, drawn from (`seed`, `source`, its id: `ids`, default 0..N-1; roar/removal/keys.py),
+    the same for every fraction. Runs on the model's device: the masks, the fill and the model, in batches
+    of `batch_size` images for the model."""
     options = {"order": (order, ORDERS), "mode": (mode, PERTURBATION_MODES), "fill": (fill, FILLS),
                "metric": (metric, METRICS)}  # fmt: skip
     for name, (value, choices) in options.items():
@@ -112,15 +116,10 @@ def removal_curves(
     # Deletion removes the first entries in the order; insertion restores them, removing all the others.
     kept = "roar" if mode == "deletion" else "kar"
     original = target_scores(model, normalize, images, labels, metric, batch_size)
-    # One ranking for every fraction; each fraction's ROAD noise starts from the generator state that
-    # follows it, as if each fraction seeded its own generator and ranked anew.
-    generator = torch.Generator().manual_seed(seed)
-    rank = salience_rank(ranked, generator)
-    after_ranking = generator.get_state()
+    rank = salience_rank(ranked, seed, ids, source)  # one ranking for every fraction
     curves = []
     for fraction in fractions:
-        generator.set_state(after_ranking)
-        perturbed = remove(images, mask_of_rank(rank, fraction, kept), fill, mean, generator)
+        perturbed = remove(images, mask_of_rank(rank, fraction, kept), fill, mean, seed, ids, source)
         scores = target_scores(model, normalize, perturbed, labels, metric, batch_size)
         curves.append((scores - original).abs() / original.abs() if metric == "logit_change" else scores)
     return torch.stack(curves).cpu()
@@ -184,26 +183,31 @@ def grid(
     metric: str,
 ) -> dict[str, list[dict]]:
     """order -> a row per method and fraction, with the per-image values."""
-    datamodule = load_data(cfg)
+    datamodule = load_data(cfg, current.cache)
     base = base_model(cfg, current, datamodule, GridProgress(1))  # the one training: nothing is retrained
     model = load_classifier(cfg.model, base).net.to(device_of(cfg.trainer))
     test = datamodule.splits["test"]
-    images = unit_range(test.images)  # the fills work in [0, 1]; stored images may be uint8
     maps = {
-        method: saliency_stage(cfg, current.cache, method, base, datamodule)["test"]
+        method: map_stage(cfg, current.cache, method, base, datamodule, "test")
         for method in method_names(cfg)
     }
-    entries = next(iter(maps.values()))[0].numel()  # per image: H*W pixels, or C*H*W values (element)
+    entries = next(iter(maps.values()))[:1].numel()  # per image: H*W pixels, or C*H*W values (element)
     for fraction in fractions:
         if pixels_to_remove(entries, fraction) == 0:
             log.warning("task.fractions: %g of %d entries per image rounds to none", fraction, entries)
+    # A shard of test images at a time: each image's curve depends on its own map alone.
+    shards = shard_bounds(len(test), shard_rows(test.images[:1].numel()))
     rows = {order: [] for order in orders}
     for method, method_maps in maps.items():
         for order in orders:
-            curves = removal_curves(
-                model, datamodule.normalize, images, test.labels, method_maps, fractions, order, mode, fill,
-                metric, datamodule.mean, cfg.seed, cfg.roar.saliency_batch_size,
-            )  # fmt: skip
+            curves = torch.cat([
+                removal_curves(
+                    model, datamodule.normalize, unit_range(test.images[start:stop]), test.labels[start:stop],
+                    method_maps[start:stop], fractions, order, mode, fill, metric, datamodule.mean, cfg.seed,
+                    cfg.roar.saliency_batch_size, test.images.ids[start:stop], test.images.source,
+                )
+                for start, stop in shards
+            ], dim=1)  # fmt: skip
             for fraction, values in zip(fractions, curves):
                 rows[order].append({"method": method, "fraction": fraction, "seed": cfg.seed,
                                     metric: values.mean().item(), "per_image": values})  # fmt: skip

@@ -177,7 +177,7 @@ class Randomization:
 
 
 def grid(cfg: DictConfig, current: Run, order: str, num_images: int) -> Randomization:
-    datamodule = load_data(cfg)
+    datamodule = load_data(cfg, current.cache)
     test = datamodule.splits["test"]
     check_options(cfg, num_images, len(test))
     base = base_model(cfg, current, datamodule, GridProgress(1), reused_maps=False)

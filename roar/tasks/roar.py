@@ -15,7 +15,8 @@ from omegaconf import DictConfig
 from roar.config import method_names
 from roar.report import Outputs
 from roar.runtime.console import GridProgress
-from roar.stages import load_data, removal_spec, removed_datamodule, saliency_stage, train_stage
+from roar.stages import code_stage, load_data, removal_spec, removed_datamodule, train_stage
+from roar.stages.training import device_of
 from roar.tasks.common import Run, base_model, open_run, write_outputs
 
 log = logging.getLogger(__name__)
@@ -41,7 +42,7 @@ def grid(cfg: DictConfig, current: Run) -> list[dict]:
         cfg.roar.mode.upper(), len(methods), len(fractions), len(cfg.seeds), 1 + len(unmodified_seeds),
         progress.total,
     )  # fmt: skip
-    datamodule = load_data(cfg)
+    datamodule = load_data(cfg, cache)
     base = base_model(cfg, current, datamodule, progress)
     rows = []
     for seed in cfg.seeds:
@@ -53,13 +54,15 @@ def grid(cfg: DictConfig, current: Run) -> list[dict]:
         for method in methods:
             rows.append(cell_row(method, reference, seed, unmodified))
             current.record(rows[-1])
+    device = device_of(cfg.trainer)
     for method in methods:
-        maps = saliency_stage(cfg, cache, method, base, datamodule)
+        codes = code_stage(cfg, cache, method, base, datamodule)
         for fraction in fractions:
             for seed in cfg.seeds:
-                modified = partial(
-                    removed_datamodule, datamodule, maps, fraction, seed, cfg.roar.mode, cfg.roar.fill
-                )
+                # Built only if the cell is trained here (a cached cell needs no fill), in its scratch
+                # directory (`work_dir`, given by train_stage).
+                modified = partial(removed_datamodule, datamodule, codes, fraction, seed, cfg.roar.mode,
+                                   cfg.roar.fill, device=device)  # fmt: skip
                 data = removal_spec(cfg, method, fraction)
                 trained = train_stage(cfg, cache, modified, seed, data, progress=progress, logger=logger)
                 rows.append(cell_row(method, fraction, seed, trained))

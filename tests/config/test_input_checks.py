@@ -4,9 +4,7 @@ training (issue 15, cases 7 and 11)."""
 from __future__ import annotations
 
 import csv
-import os
 import subprocess
-from pathlib import Path
 
 import pytest
 import torch
@@ -51,8 +49,8 @@ class GeluInForward(nn.Module):
 
 def test_a_model_fullgrad_cannot_decompose_is_refused_before_training(tmp_path):
     cfg = compose_config(
-        tmp_path, "model.net._target_=tests.config.test_input_checks.GeluInForward", "method=[random,fullgrad]",
-        "logger=none",
+        tmp_path, "model.net._target_=tests.config.test_input_checks.GeluInForward",
+        "method=[random,fullgrad]", "logger=none",
     )  # fmt: skip
     with pytest.raises(ConfigError) as refused:
         experiment(cfg)
@@ -88,30 +86,6 @@ def test_a_model_with_the_wrong_number_of_outputs_is_refused(tmp_path):
 
 # A tiny run: the base model, one method's maps, one retrained cell.
 TINY_RUN = ["method=random", "roar.fractions=[0.5]", "trainer.max_epochs=1", "logger=none"]
-
-
-@pytest.fixture
-def tmpfs(tmp_path):
-    """A function mounting a tmpfs at tmp_path/<name> with mount options (root only; skipped otherwise),
-    unmounted after the test."""
-    mounted = []
-
-    def mount(name: str, options: str) -> Path:
-        point = tmp_path / name
-        point.mkdir()
-        done = subprocess.run(["mount", "-t", "tmpfs", "-o", options, "tmpfs", str(point)],
-                              capture_output=True, text=True)  # fmt: skip
-        if done.returncode != 0:
-            pytest.skip(f"cannot mount a tmpfs here (root in a container allowed to mount is needed): "
-                        f"{done.stderr.strip()}")  # fmt: skip
-        mounted.append(point)
-        return point
-
-    if os.geteuid() != 0:
-        pytest.skip("mounting a read-only or full filesystem needs root")
-    yield mount
-    for point in reversed(mounted):
-        subprocess.run(["umount", str(point)], check=True)
 
 
 def test_a_read_only_cache_is_refused_before_any_data_loads(run_roar, tmp_path, tmpfs):

@@ -10,17 +10,17 @@ def test_digits_split_is_seeded_disjoint_and_complete():
     assert abs(sizes["test"] - 0.2 * 1797) < 2 and abs(sizes["val"] - 0.15 * 1797) < 2
     again = DigitsDataModule(split_seed=0)
     other = DigitsDataModule(split_seed=1)
-    assert torch.equal(dm.splits["test"].images, again.splits["test"].images)
-    assert not torch.equal(dm.splits["test"].images, other.splits["test"].images)
-    train = {tuple(x.flatten().tolist()) for x in dm.splits["train"].images}
-    test = [tuple(x.flatten().tolist()) for x in dm.splits["test"].images]
+    assert torch.equal(dm.splits["test"].images[:], again.splits["test"].images[:])
+    assert not torch.equal(dm.splits["test"].images[:], other.splits["test"].images[:])
+    train = {tuple(x.flatten().tolist()) for x in dm.splits["train"].images[:]}
+    test = [tuple(x.flatten().tolist()) for x in dm.splits["test"].images[:]]
     # Digits has a few duplicate images; a leaking split would share hundreds.
     assert sum(t in train for t in test) < 10
 
 
 def test_images_in_unit_range_and_normalisation_uses_training_statistics():
     dm = DigitsDataModule()
-    images = dm.splits["train"].images
+    images = dm.splits["train"].images[:]
     assert images.shape[1:] == (1, 8, 8) and images.min() >= 0 and images.max() <= 1
     normalised = dm.normalize(images)
     assert abs(normalised.mean().item()) < 1e-5 and abs(normalised.std().item() - 1) < 1e-2

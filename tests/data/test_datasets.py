@@ -13,17 +13,21 @@ from roar.cli.app import experiment
 from roar.config import ConfigError
 from roar.data import VisionDataModule
 from roar.data.vision import holdout
+from roar.runtime.cache import StageCache
 from tests import dataset_files
 from tests.conftest import compose_config
 
 
-def _datamodule(tmp_path, name: str, **kwargs) -> VisionDataModule:
-    """The datamodule `dataset=<name>` builds over tmp_path/data, `kwargs` replacing config values."""
+def _datamodule(tmp_path, name: str, storage: str = "memory", **kwargs) -> VisionDataModule:
+    """The datamodule `dataset=<name>` builds over tmp_path/data, `kwargs` replacing config values, its
+    splits read from the store under tmp_path/cache (in memory, or from its shards)."""
     cfg = compose_config(tmp_path, f"dataset={name}", f"dataset.root={tmp_path / 'data'}")
     try:
-        return instantiate(cfg.dataset.datamodule, **kwargs)
+        dm = instantiate(cfg.dataset.datamodule, **kwargs)
     except InstantiationException as error:  # Hydra wraps what the constructor raised
         raise error.__cause__ from None
+    dm.prepare(StageCache(tmp_path / "cache"), storage=storage)
+    return dm
 
 
 def _assert_reads_back(dm: VisionDataModule, written, val_fraction: float = 0.1, split_seed: int = 0):
@@ -31,11 +35,11 @@ def _assert_reads_back(dm: VisionDataModule, written, val_fraction: float = 0.1,
     class-stratified hold-out; uint8 kept."""
     train_images, train_labels = written["train"]
     test_images, test_labels = written["test"]
-    assert torch.equal(dm.splits["test"].images, test_images)
+    assert torch.equal(dm.splits["test"].images[:], test_images)
     assert torch.equal(dm.splits["test"].labels, test_labels)
     kept, held_out = holdout(train_labels, val_fraction, split_seed)
-    assert torch.equal(dm.splits["train"].images, train_images[kept])
-    assert torch.equal(dm.splits["val"].images, train_images[held_out])
+    assert torch.equal(dm.splits["train"].images[:], train_images[kept])
+    assert torch.equal(dm.splits["val"].images[:], train_images[held_out])
     assert torch.equal(dm.splits["val"].labels, train_labels[held_out])
     assert all(split.images.dtype == torch.uint8 for split in dm.splits.values())
     # Normalisation statistics come from the training split alone.
@@ -46,18 +50,21 @@ def _assert_reads_back(dm: VisionDataModule, written, val_fraction: float = 0.1,
 @pytest.mark.parametrize(
     ("name", "folder", "cls"), [("mnist", "MNIST", MNIST), ("fashion_mnist", "FashionMNIST", FashionMNIST)]
 )
-def test_mnist_idx_files_load_through_the_real_class(tmp_path, name, folder, cls):
+@pytest.mark.parametrize("storage", ["memory", "shards"])
+def test_mnist_idx_files_load_through_the_real_class(tmp_path, name, folder, cls, storage):
     written = dataset_files.write_mnist(tmp_path / "data", folder=folder)
-    dm = _datamodule(tmp_path, name)
+    dm = _datamodule(tmp_path, name, storage)
     _assert_reads_back(dm, written)
     assert dm.image_shape == (1, 28, 28)
     target = compose_config(tmp_path, f"dataset={name}").dataset.datamodule.dataset._target_
     assert target == f"torchvision.datasets.{cls.__name__}"
 
 
-def test_image_folder_of_pngs_loads_through_the_real_class(tmp_path):
+@pytest.mark.parametrize("storage", ["memory", "shards"])
+def test_image_folder_of_pngs_loads_through_the_real_class(tmp_path, storage):
     written = dataset_files.write_image_folder(tmp_path / "data", classes=3, size=16)
-    dm = _datamodule(tmp_path, "imagefolder", num_classes=3, image_size=16)
+    dm = _datamodule(tmp_path, "imagefolder", storage, num_classes=3, image_size=16)
+    assert all(split.images.resident == (storage == "memory") for split in dm.splits.values())
     _assert_reads_back(dm, written)
     assert dm.image_shape == (3, 16, 16)
 
@@ -100,8 +107,8 @@ def test_split_is_seeded(tmp_path):
     dataset_files.write_mnist(tmp_path / "data")
     first, again = _datamodule(tmp_path, "mnist"), _datamodule(tmp_path, "mnist")
     other = _datamodule(tmp_path, "mnist", split_seed=1)
-    assert torch.equal(first.splits["val"].images, again.splits["val"].images)
-    assert not torch.equal(first.splits["val"].images, other.splits["val"].images)
+    assert torch.equal(first.splits["val"].images[:], again.splits["val"].images[:])
+    assert not torch.equal(first.splits["val"].images[:], other.splits["val"].images[:])
 
 
 @pytest.mark.parametrize(
@@ -141,12 +148,11 @@ def test_train_size_keeps_a_seeded_class_stratified_subset_and_the_same_validati
     subset = _datamodule(tmp_path, "mnist", train_size=40)
     assert len(subset.splits["train"]) == 40
     assert torch.bincount(subset.splits["train"].labels).tolist() == [4] * 10
-    assert torch.equal(subset.splits["val"].images, full.splits["val"].images)
-    kept = {image.numpy().tobytes() for image in full.splits["train"].images}
-    assert all(image.numpy().tobytes() in kept for image in subset.splits["train"].images)
-    assert torch.equal(
-        subset.splits["train"].images, _datamodule(tmp_path, "mnist", train_size=40).splits["train"].images
-    )
+    assert torch.equal(subset.splits["val"].images[:], full.splits["val"].images[:])
+    kept = {image.numpy().tobytes() for image in full.splits["train"].images[:]}
+    assert all(image.numpy().tobytes() in kept for image in subset.splits["train"].images[:])
+    again = _datamodule(tmp_path, "mnist", train_size=40)
+    assert torch.equal(subset.splits["train"].images[:], again.splits["train"].images[:])
 
 
 def test_image_folder_needs_its_root_before_anything_runs(tmp_path):
@@ -160,8 +166,9 @@ def test_image_folder_takes_classes_and_channels_from_the_folder(tmp_path, grey,
     cfg = compose_config(tmp_path, "dataset=imagefolder", f"dataset.root={tmp_path / 'data'}")
     assert (cfg.dataset.num_classes, cfg.dataset.channels) == (4, channels)
     dm = instantiate(cfg.dataset.datamodule, image_size=8)
+    dm.prepare(StageCache(tmp_path / "cache"))
     assert dm.image_shape == (channels, 8, 8) and dm.num_classes == 4
-    assert torch.equal(dm.splits["test"].images, written["test"][0])
+    assert torch.equal(dm.splits["test"].images[:], written["test"][0])
     # Given values win over the folder's.
     given = compose_config(tmp_path, "dataset=imagefolder", f"dataset.root={tmp_path / 'data'}",
                            "dataset.num_classes=7")  # fmt: skip

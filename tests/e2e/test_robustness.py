@@ -18,8 +18,10 @@ import pytest
 import torch
 
 from roar.cli.app import experiment
+from roar.data.datamodule import SPLITS
 from roar.runtime.cache import MANIFEST, StageCache, spec_key
-from roar.stages import removal_spec, saliency_spec, training_spec
+from roar.stages import removal_spec, training_spec
+from roar.stages.saliency import split_spec
 from tests.conftest import compose_config, succeeded
 
 # A small grid: the base model, one method's maps, one retrained cell.
@@ -34,13 +36,22 @@ def _rows(path: Path) -> list[dict]:
 
 
 def _stages(run_dir: Path, cfg) -> dict[str, str]:
-    """Each stage's status in the run's stages.csv, by a readable name."""
+    """Each stage's status in the run's stages.csv, by a readable name (`codes train`: the method's removal
+    codes of the training images)."""
     names = {
         spec_key(training_spec(cfg, 0, None)): "base",
-        spec_key(saliency_spec(cfg, "random")): "maps",
+        **{spec_key(split_spec(cfg, "random", split, "codes")): f"codes {split}" for split in SPLITS},
         spec_key(training_spec(cfg, 0, removal_spec(cfg, "random", 0.5))): "cell",
     }
     return {names[s["key"]]: s["status"] for s in _rows(run_dir / "stages.csv")}
+
+
+def _shard_dir(cache: StageCache, cfg, split: str) -> Path:
+    """The directory of the first shard of the random method's removal codes of `split`."""
+    (manifest,) = [m for m in (cache.root / "saliency").glob(f"*/{MANIFEST}")
+                   if json.loads(m.read_text())["spec"] | {"rows": 0, "shard": 0}
+                   == {**split_spec(cfg, "random", split, "codes"), "rows": 0, "shard": 0}]  # fmt: skip
+    return manifest.parent
 
 
 # Starts `roar` with Hydra's clock stopped at one second, as for two runs started in the same second.
@@ -90,7 +101,7 @@ def test_a_corrupted_or_swapped_cache_is_recomputed_to_the_same_results_with_one
     cfg = compose_config(tmp_path, *overrides, f"paths.output_dir={tmp_path}/second")
     cache = StageCache(tmp_path / "cache")
     base = cache.directory("train", spec_key(training_spec(cfg, 0, None)))
-    maps = cache.directory("saliency", spec_key(saliency_spec(cfg, "random")))
+    maps = _shard_dir(cache, cfg, "train")
     cell_30, cell_60 = (
         cache.directory("train", spec_key(training_spec(cfg, 0, removal_spec(cfg, "random", fraction))))
         for fraction in (0.3, 0.6)
@@ -105,8 +116,11 @@ def test_a_corrupted_or_swapped_cache_is_recomputed_to_the_same_results_with_one
         second = experiment(cfg)
     assert (second / "results.csv").read_bytes() == (first / "results.csv").read_bytes()
     statuses = {s["key"]: s["status"] for s in _rows(second / "stages.csv")}
-    assert {statuses[d.name] for d in (base, maps, cell_60)} == {"computed"}
+    assert {statuses[d.name] for d in (base, cell_60)} == {"computed"}
     assert statuses[cell_30.name] == "reused"
+    # The codes were recomputed where their manifest was garbled: the training images' (the base model
+    # was retrained, so every split's codes have the key they had: only that one shard was missing).
+    assert statuses[spec_key(split_spec(cfg, "random", "train", "codes"))] == "computed"
     warnings = [r.getMessage() for r in caplog.records if r.name == "roar.runtime.cache"]
     assert len(warnings) == 3, warnings
     for directory in (base, maps, cell_60):
@@ -122,7 +136,8 @@ def test_stages_csv_says_computed_when_no_last_ckpt_was_there_to_resume_from(tmp
     (base / "work" / "checkpoints").mkdir(parents=True)
     (base / "work" / "checkpoints" / "epoch=0-step=12.ckpt").write_bytes(b"not resumable")
     run_dir = experiment(cfg)
-    assert _stages(run_dir, cfg) == {"base": "computed", "maps": "computed", "cell": "computed"}
+    codes = {f"codes {split}": "computed" for split in SPLITS}
+    assert _stages(run_dir, cfg) == {"base": "computed", **codes, "cell": "computed"}
 
 
 def test_ctrl_c_mid_fit_says_what_was_kept_and_the_rerun_resumes_from_the_last_epoch(tmp_path, caplog):
@@ -156,7 +171,8 @@ def test_ctrl_c_mid_fit_says_what_was_kept_and_the_rerun_resumes_from_the_last_e
     with caplog.at_level(logging.INFO, logger="roar.stages.training"):
         resumed = experiment(cfg)
     assert f"resuming from {last}" in caplog.text
-    assert _stages(resumed, cfg) == {"base": "resumed", "maps": "computed", "cell": "computed"}
+    codes = {f"codes {split}": "computed" for split in SPLITS}
+    assert _stages(resumed, cfg) == {"base": "resumed", **codes, "cell": "computed"}
 
 
 # The chaos run: two methods (one of them FullGrad), one fraction, three epochs; every stage kind is in it.

@@ -101,11 +101,12 @@ def test_editing_a_users_method_changes_its_cache_key(tmp_path, monkeypatch):
     module.write_text("def method(model, inputs, targets):\n    return inputs.abs()\n")
     after = saliency_spec(cfg, "mine")
     assert before["source"] != after["source"] and before["target"] == "my_saliency.method"
-    # roar's own methods keep the keys they had before methods named their targets.
+    # roar's own methods and Captum's are versioned by their releases: no source hash.
     shipped = compose_config(tmp_path, "method=[fullgrad,input_gradient]")
     for name in ("fullgrad", "input_gradient"):  # a roar class and a Captum one
         # (and the CPU thread count, as every stage computed on the CPU: docs/threads.md)
-        assert set(saliency_spec(shipped, name)) == {"base", "method", "params", "reduce", "cpu_threads"}
+        expected = {"base", "method", "target", "params", "reduce", "cpu_threads"}
+        assert set(saliency_spec(shipped, name)) == expected
     # A shipped name pointed at another target is another method: its maps are not reused.
     moved = compose_config(
         tmp_path, "method=[fullgrad]", "method.fullgrad._target_=roar.saliency.SimpleFullGrad"

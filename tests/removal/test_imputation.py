@@ -25,8 +25,8 @@ def _smooth_saliency(n, h, w, seed):
 def _masks(n, h, w, fraction, seed):
     generator = torch.Generator().manual_seed(seed)
     return {
-        "random": removal_mask(torch.rand(n, h, w, generator=generator), fraction, generator),
-        "blob": removal_mask(_smooth_saliency(n, h, w, seed), fraction, generator),
+        "random": removal_mask(torch.rand(n, h, w, generator=generator), fraction, seed),
+        "blob": removal_mask(_smooth_saliency(n, h, w, seed), fraction, seed),
     }
 
 
@@ -85,15 +85,16 @@ def test_a_lone_pixel_takes_side_weights_one_sixth_and_diagonals_one_twelfth():
     assert linear_impute(image, corner)[0, 0, 0, 0].item() == pytest.approx(expected, abs=1e-6)
 
 
-def test_noise_has_sigma_0_01_on_removed_pixels_only_and_follows_the_generator():
+def test_noise_has_sigma_0_01_on_removed_pixels_only_and_follows_the_seed():
     images = torch.rand(50, 3, 16, 16, generator=torch.Generator().manual_seed(0))
     mask = torch.rand(50, 16, 16, generator=torch.Generator().manual_seed(1)) < 0.5
     clean = linear_impute(images, mask)
-    noisy = noisy_linear_impute(images, mask, torch.Generator().manual_seed(2))
+    noisy = noisy_linear_impute(images, mask, seed=2)
     removed = mask.unsqueeze(1).expand_as(images)
     assert torch.equal(noisy[~removed], images[~removed])
     assert (noisy[removed] - clean[removed]).std().item() == pytest.approx(0.01, rel=0.05)
-    assert torch.equal(noisy, noisy_linear_impute(images, mask, torch.Generator().manual_seed(2)))
+    assert torch.equal(noisy, noisy_linear_impute(images, mask, seed=2))
+    assert not torch.equal(noisy, noisy_linear_impute(images, mask, seed=3))
 
 
 def test_a_channel_with_nothing_left_comes_out_zero():

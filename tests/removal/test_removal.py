@@ -3,7 +3,14 @@ import torch
 from torchvision.transforms.v2.functional import gaussian_blur
 
 from roar.data import Split, TensorDataModule
-from roar.removal import pixels_to_remove, ranking_reduction, removal_mask, remove, replace_pixels
+from roar.removal import (
+    pixels_to_remove,
+    ranking_reduction,
+    removal_codes,
+    removal_mask,
+    remove,
+    replace_pixels,
+)
 from roar.saliency import REDUCTIONS
 from roar.stages import removed_datamodule
 
@@ -11,7 +18,7 @@ from roar.stages import removed_datamodule
 @pytest.mark.parametrize("fraction", [0.0, 0.1, 0.25, 0.5, 0.77, 0.9])
 def test_exactly_round_k_hw_pixels_per_image_are_the_top_ranked(fraction):
     saliency = torch.rand(16, 7, 9, generator=torch.Generator().manual_seed(1))
-    mask = removal_mask(saliency, fraction, torch.Generator().manual_seed(0))
+    mask = removal_mask(saliency, fraction, 0)
     k = round(fraction * 7 * 9)
     assert pixels_to_remove(63, fraction) == k
     assert mask.shape == saliency.shape and mask.dtype == torch.bool
@@ -23,16 +30,17 @@ def test_exactly_round_k_hw_pixels_per_image_are_the_top_ranked(fraction):
         assert torch.equal(image_mask.flatten(), expected)
 
 
-def test_ties_are_broken_randomly_and_reproducibly_by_seed():
+def test_ties_are_broken_randomly_and_reproducibly_by_seed_and_differently_for_each_image():
     flat = torch.zeros(4, 8, 8)
-    first = removal_mask(flat, 0.5, torch.Generator().manual_seed(3))
-    again = removal_mask(flat, 0.5, torch.Generator().manual_seed(3))
-    other = removal_mask(flat, 0.5, torch.Generator().manual_seed(4))
+    first = removal_mask(flat, 0.5, 3)
+    again = removal_mask(flat, 0.5, 3)
+    other = removal_mask(flat, 0.5, 4)
     assert torch.equal(first, again)
     assert not torch.equal(first, other)
     assert (first.flatten(1).sum(1) == 32).all()
-    # A constant map does not remove the first pixels in memory order.
+    # A constant map does not remove the first pixels in memory order, nor the same pixels in every image.
     assert not first[:, :4].all()
+    assert not torch.equal(first[0], first[1])
 
 
 def test_replaced_pixels_take_the_fill_in_every_channel_and_others_are_untouched():
@@ -48,7 +56,7 @@ def test_replaced_pixels_take_the_fill_in_every_channel_and_others_are_untouched
 @pytest.mark.parametrize("fraction", [0.1, 0.5, 0.9])
 def test_element_ranking_removes_round_k_chw_values_each_ranked_on_its_own(fraction):
     saliency = torch.randn(6, 3, 5, 7, generator=torch.Generator().manual_seed(2))
-    mask = removal_mask(saliency, fraction, torch.Generator().manual_seed(0))
+    mask = removal_mask(saliency, fraction, 0)
     k = round(fraction * (3 * 5 * 7))
     assert mask.shape == (6, 3, 5, 7)
     assert (mask.flatten(1).sum(1) == k).all()
@@ -76,17 +84,17 @@ def test_signed_ranking_removes_the_most_positive_and_unsigned_the_largest_magni
 @pytest.mark.parametrize("shape", [(5, 8, 8), (5, 3, 8, 8)])
 def test_element_ties_are_reproducible_by_seed(shape):
     constant = torch.ones(shape)
-    first = removal_mask(constant, 0.3, torch.Generator().manual_seed(5))
-    assert torch.equal(first, removal_mask(constant, 0.3, torch.Generator().manual_seed(5)))
-    assert not torch.equal(first, removal_mask(constant, 0.3, torch.Generator().manual_seed(6)))
+    first = removal_mask(constant, 0.3, 5)
+    assert torch.equal(first, removal_mask(constant, 0.3, 5))
+    assert not torch.equal(first, removal_mask(constant, 0.3, 6))
 
 
 @pytest.mark.parametrize("shape", [(7, 9, 9), (7, 3, 9, 9)])
 @pytest.mark.parametrize("fraction", [0.1, 0.3, 0.5, 0.9])
 def test_kar_removes_exactly_the_complement_of_roar_at_the_same_fraction(shape, fraction):
     saliency = torch.rand(shape, generator=torch.Generator().manual_seed(3)).round(decimals=1)  # many ties
-    roar = removal_mask(saliency, fraction, torch.Generator().manual_seed(1), mode="roar")
-    kar = removal_mask(saliency, fraction, torch.Generator().manual_seed(1), mode="kar")
+    roar = removal_mask(saliency, fraction, 1, mode="roar")
+    kar = removal_mask(saliency, fraction, 1, mode="kar")
     assert torch.equal(kar, ~roar)
     assert (kar.flatten(1).sum(1) == kar[0].numel() - round(fraction * kar[0].numel())).all()
 
@@ -132,9 +140,11 @@ def test_roar_with_the_blur_fill_stores_blurred_images():
               for name in ("train", "val", "test")}  # fmt: skip
     datamodule = TensorDataModule(splits, num_classes=2, batch_size=4)
     maps = {name: torch.rand(6, 8, 8, generator=generator) for name in splits}
-    modified = removed_datamodule(datamodule, maps, 0.5, seed=0, fill="blur")
-    mask = removal_mask(maps["train"], 0.5, torch.Generator().manual_seed(0))
-    assert torch.equal(modified.splits["train"].images, remove(splits["train"].images, mask, "blur", None))
+    codes = {name: removal_codes(maps[name], 0, source=name) for name in splits}
+    modified = removed_datamodule(datamodule, codes, 0.5, seed=0, fill="blur")
+    mask = removal_mask(maps["train"], 0.5, 0, source="train")
+    expected = remove(splits["train"].images[:], mask, "blur", None)
+    assert torch.equal(modified.splits["train"].images[:], expected)
 
 
 def test_unknown_fill_and_mode_are_named():

@@ -140,9 +140,12 @@ def test_two_thread_counts_on_one_cache_do_not_mix_artifacts(tmp_path, monkeypat
     assert {s["stage"] for s in stages} == {"train", "saliency"}
     assert all(s["status"] == "computed" for s in stages), stages
     cache = tmp_path / "cache"
-    for stage in stages:
-        manifest = json.loads((cache / stage["stage"] / stage["key"] / MANIFEST).read_text())
+    for stage in (s for s in stages if s["stage"] == "train"):
+        manifest = json.loads((cache / "train" / stage["key"] / MANIFEST).read_text())
         assert manifest["spec"]["cpu_threads"] == 2
+    # The removal codes' shards: each shard's spec holds the method's, with the thread count.
+    shards = [json.loads(p.read_text())["spec"] for p in (cache / "saliency").glob("*/" + MANIFEST)]
+    assert sorted(s["saliency"]["cpu_threads"] for s in shards) == [1, 1, 1, 2, 2, 2]  # 3 splits each
     assert len(list((cache / "train").glob("*/" + MANIFEST))) == 4  # base and cell, for each count
     assert (one / "results.csv").is_file()
 

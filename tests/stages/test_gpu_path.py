@@ -9,8 +9,8 @@ from pytorch_lightning import Trainer
 
 from roar.config import ConfigError, validate
 from roar.data import RandomCropFlip, Split, TensorDataModule
-from roar.removal import replace_pixels
-from roar.runtime.cache import Work
+from roar.removal import mask_of_codes, removal_codes, replace_pixels
+from roar.runtime.cache import StageCache, Work
 from roar.stages import removed_datamodule
 from roar.stages.training import train_classifier
 from tests import dataset_files
@@ -65,7 +65,7 @@ def test_batches_stay_uint8_until_the_device_and_are_cut_from_the_resident_tenso
     trainer = Trainer(accelerator="cpu", devices=1, logger=False, enable_progress_bar=False)
     dm.trainer = trainer
     dm.setup("fit")
-    assert all(split.images.device == trainer.strategy.root_device for split in dm.splits.values())
+    assert all(split.images[:1].device == trainer.strategy.root_device for split in dm.splits.values())
     normalised, _ = dm.on_after_batch_transfer((images, labels), 0)
     assert normalised.dtype == torch.float32
     assert torch.allclose(normalised, (images / 255 - dm.mean.view(1, -1, 1, 1)) / dm.std.view(1, -1, 1, 1))
@@ -84,13 +84,16 @@ def test_augmentation_applies_to_training_batches_only():
 
 def test_removal_in_the_batch_equals_removing_from_the_stored_images():
     dm = _datamodule()
-    maps = {name: torch.rand(len(split), 8, 8) for name, split in dm.splits.items()}
-    modified = removed_datamodule(dm, maps, fraction=0.4, seed=3)
-    # The images are stored once, unmodified; only the masks are new.
+    codes = {
+        name: removal_codes(torch.rand(len(split), 8, 8), 3, source=name) for name, split in dm.splits.items()
+    }
+    modified = removed_datamodule(dm, codes, fraction=0.4, seed=3)
+    # The images are stored once, unmodified; only the codes are new, one byte per pixel.
     assert modified.splits["train"].images is dm.splits["train"].images
-    images, labels, removed = next(iter(modified.test_dataloader()))
-    assert removed.dtype == torch.bool and (removed.flatten(1).sum(1) == round(0.4 * 64)).all()
-    batch, _ = modified.on_after_batch_transfer((images, labels, removed), 0)
+    images, labels, batch_codes = next(iter(modified.test_dataloader()))
+    removed = mask_of_codes(batch_codes, 0.4)
+    assert batch_codes.dtype == torch.uint8 and (removed.flatten(1).sum(1) == round(0.4 * 64)).all()
+    batch, _ = modified.on_after_batch_transfer((images, labels, batch_codes), 0)
     # What the old path computed: fill the raw images with the training mean, then normalise.
     expected = dm.normalize(replace_pixels(images.float() / 255, removed, dm.mean))
     assert torch.allclose(batch, expected, atol=1e-6)
@@ -103,7 +106,9 @@ def _tiny_mnist(tmp_path, *overrides):
         tmp_path, "dataset=mnist", f"dataset.root={tmp_path / 'data'}", "trainer.max_epochs=2",
         "dataset.datamodule.batch_size=32", *overrides,
     )  # fmt: skip
-    return cfg, instantiate(cfg.dataset.datamodule)
+    datamodule = instantiate(cfg.dataset.datamodule)
+    datamodule.prepare(StageCache(tmp_path / "cache"), {}, "memory")
+    return cfg, datamodule
 
 
 def test_channels_last_bf16_training_with_augmentation_and_removal_on_the_cpu(tmp_path):
@@ -111,8 +116,8 @@ def test_channels_last_bf16_training_with_augmentation_and_removal_on_the_cpu(tm
         tmp_path, "model.memory_format=channels_last", "trainer.precision=bf16-mixed",
         "+dataset.datamodule.augment={_target_: roar.data.RandomCropFlip, padding: 2, flip: false}",
     )  # fmt: skip
-    maps = {name: torch.rand(len(split), 28, 28) for name, split in dm.splits.items()}
-    modified = removed_datamodule(dm, maps, fraction=0.3, seed=0)
+    codes = {name: removal_codes(torch.rand(len(split), 28, 28)) for name, split in dm.splits.items()}
+    modified = removed_datamodule(dm, codes, fraction=0.3, seed=0)
     trained = train_classifier(cfg.model, cfg.trainer, modified, 0, Work(tmp_path / "work"), "test")
     assert 0 <= trained["val_acc"] <= 1 and 0 <= trained["test_acc"] <= 1
     weights = trained["state_dict"]["net.0.weight"]

@@ -4,6 +4,8 @@ import csv
 import json
 from pathlib import Path
 
+import torch
+
 from roar.cli.app import experiment
 from roar.data.datamodule import SPLITS
 from roar.tasks import roar as roar_task
@@ -65,13 +67,18 @@ def test_second_run_reuses_the_base_model_and_maps_and_a_changed_value_recompute
     assert {s["status"] for s in _stages(changed)} == {"computed"}
 
 
-def test_saliency_maps_cover_every_image_of_every_split(tmp_path):
-    from roar.runtime.cache import StageCache, spec_key
-    from roar.stages import saliency_spec
+def test_removal_codes_cover_every_image_of_every_split_one_byte_per_pixel(tmp_path):
+    from roar.runtime.cache import StageCache
+    from roar.stages import code_stage, load_data
 
     cfg = compose_config(tmp_path, *TINY, "logger=none", "roar.fractions=[0.5]", "method=fullgrad")
     experiment(cfg)
-    maps = StageCache(cfg.paths.cache_dir).load("saliency", spec_key(saliency_spec(cfg, "fullgrad")))
-    assert set(maps) == set(SPLITS)
-    assert sum(len(m) for m in maps.values()) == 1797
-    assert all(m.shape[1:] == (8, 8) and (m >= 0).all() for m in maps.values())
+    cache = StageCache(cfg.paths.cache_dir)
+    datamodule = load_data(cfg, cache)
+    codes = code_stage(cfg, cache, "fullgrad", None, datamodule)  # every shard stored: no model needed
+    assert {e["status"] for e in cache.events} == {"reused"}
+    assert set(codes) == set(SPLITS) and sum(len(c) for c in codes.values()) == 1797
+    for split, split_codes in codes.items():
+        values = split_codes[:]
+        assert values.dtype == torch.uint8 and values.shape == (len(datamodule.splits[split]), 8, 8)
+        assert values.min() >= 1 and values.max() <= 100

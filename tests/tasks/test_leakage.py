@@ -11,22 +11,27 @@ from roar.data.datamodule import SPLITS
 from roar.runtime.cache import Work
 from roar.stages.training import train_classifier
 from roar.tasks.common import majority_share
-from roar.tasks.leakage import mask_datamodule
 from tests.conftest import compose_config
 
 
 def test_the_mask_classifier_reads_masks_that_encode_the_label(tmp_path):
     cfg = compose_config(tmp_path, "trainer.max_epochs=3")
     digits = DigitsDataModule()
-    label_masks = {}
+    label_codes = {}
     for split in SPLITS:
         labels = digits.splits[split].labels
         # Class c removes the pixels of row c % 8 and, for c >= 8, column 0 too: the mask names the class.
         shaped = torch.zeros(len(labels), 8, 8, dtype=torch.bool)
         shaped[torch.arange(len(labels)), labels % 8] = True
         shaped[labels >= 8, :, 0] = True
-        label_masks[split] = shaped
-    masks_only = mask_datamodule(digits, label_masks)
+        # As removal codes: those pixels go in the first percent, all others last.
+        label_codes[split] = torch.where(shaped, 1, 100).to(torch.uint8)
+    masks_only = digits.with_mask_inputs(label_codes, 0.01, "roar")
+    images, _, codes = masks_only.splits["train"].batch(torch.arange(4))
+    shown = masks_only.prepared(images, codes)
+    assert torch.equal(
+        shown > shown.min(), label_codes["train"][:4].unsqueeze(1) == 1
+    )  # the mask, normalised
     assert masks_only.splits["train"].images.shape == (len(digits.splits["train"]), 1, 8, 8)
     assert torch.equal(masks_only.splits["test"].labels, digits.splits["test"].labels)
     read = train_classifier(cfg.model, cfg.trainer, masks_only, 0, Work(tmp_path / "work"))
