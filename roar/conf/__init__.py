@@ -11,3 +11,10 @@ from pathlib import Path
 CONFIG_DIR = Path(__file__).resolve().parent
 # Hydra's name for the same directory: a search-path entry that works wherever roar is installed.
 CONFIG_MODULE = "pkg://roar.conf"
+
+
+def options(group: str) -> list[str]:
+    """The options of the config group `group`: the names of its YAML files here, sorted. `roar --help`
+    lists presets and tasks from them (`${roar_options:GROUP}`), so the help cannot name one that is gone
+    or miss one that was added."""
+    return sorted(path.stem for path in (CONFIG_DIR / group).glob("*.yaml"))

@@ -11,7 +11,10 @@ group must never mix experiments. Every job of a sweep shares its group, and so 
 over it (`sweep_group`).
 
 `${unique_dir:PATH}` names the run and sweep directories (roar/conf/hydra/default.yaml): PATH, or PATH_1,
-PATH_2, ... where PATH is taken, so that runs started in the same second never share a directory."""
+PATH_2, ... where PATH is taken, so that runs started in the same second never share a directory.
+
+`${roar_options:GROUP}` and `${roar_fills:}` fill in the lists of the help (roar/conf/hydra/default.yaml):
+the option files of a group of roar/conf/, and the fills of roar.removal.FILLS."""
 
 from __future__ import annotations
 
@@ -22,7 +25,9 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 
+from roar.conf import options
 from roar.config import method_names
+from roar.removal import FILLS
 
 
 def experiment_name(choices: Mapping[str, str], *details: str) -> str:
@@ -76,6 +81,10 @@ def register_resolvers() -> None:
     # Cached, as Hydra's `now`: every later look-up of the run directory gives the one created first (Hydra
     # carries the cache over to each job of a sweep).
     OmegaConf.register_new_resolver("unique_dir", unique_dir, use_cache=True, replace=True)
+    # The help's lists are read from what exists, not written out in it: a preset, task or fill added
+    # later shows up without anyone editing the help (tests/docs/test_drift.py).
+    OmegaConf.register_new_resolver("roar_options", lambda group: ", ".join(options(group)), replace=True)
+    OmegaConf.register_new_resolver("roar_fills", lambda: ", ".join(FILLS), replace=True)
 
 
 def flat_config(cfg: DictConfig) -> dict:
