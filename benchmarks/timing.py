@@ -30,7 +30,9 @@ def config(*overrides: str):
     from hydra import compose, initialize_config_dir
 
     from roar.conf import CONFIG_DIR
+    from roar.config.resolvers import register_resolvers
 
+    register_resolvers()
     with initialize_config_dir(str(CONFIG_DIR), version_base="1.3"):
         return compose("config", overrides=["paths.root_dir=.", "paths.output_dir=.", *overrides])
 

@@ -16,8 +16,8 @@ from hydra import compose, initialize_config_dir
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, open_dict
 
-import roar.cli.app  # noqa: F401 (registers the resolvers a composed configuration uses, as the command does)
 from roar.conf import CONFIG_DIR
+from roar.config.resolvers import register_resolvers
 from roar.runtime.console import silence_known_warnings
 
 REPO = Path(__file__).resolve().parent.parent
@@ -27,6 +27,7 @@ TINY = ["roar.fractions=[0.3,0.6]", "trainer.max_epochs=4", "method=[fullgrad,ra
 
 def compose_config(tmp_path: Path, *overrides: str) -> DictConfig:
     """The configuration `roar` would run with, its outputs and cache under tmp_path."""
+    register_resolvers()
     with initialize_config_dir(str(CONFIG_DIR), version_base="1.3"):
         cfg = compose(
             "config",

@@ -12,19 +12,17 @@ import hydra
 from hydra.core.hydra_config import HydraConfig
 from hydra.errors import ConfigCompositionException, InstantiationException, OverrideParseException
 from hydra.utils import instantiate
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
 
 from roar.conf import CONFIG_DIR, CONFIG_MODULE
 from roar.config import check_group_choices, check_writable, validate
-from roar.data.vision import image_folder
+from roar.config.resolvers import register_resolvers
 from roar.errors import ConfigError
-from roar.report.naming import register_resolvers
 from roar.runtime.console import silence_known_warnings
 from roar.runtime.interrupt import Interrupted, interrupts_raise
 from roar.runtime.threads import apply_thread_policy
 
 register_resolvers()
-OmegaConf.register_new_resolver("image_folder", image_folder, replace=True)
 # Hydra names the command's job after the file holding its main (this one): the run's log is app.log.
 JOB_NAME = "app"
 

@@ -13,8 +13,7 @@ over it (`sweep_group`).
 `${unique_dir:PATH}` names the run and sweep directories (roar/conf/hydra/default.yaml): PATH, or PATH_1,
 PATH_2, ... where PATH is taken, so that runs started in the same second never share a directory.
 
-`${roar_options:GROUP}` and `${roar_fills:}` fill in the lists of the help (roar/conf/hydra/default.yaml):
-the option files of a group of roar/conf/, and the fills of roar.removal.FILLS."""
+The resolvers are registered by roar/config/resolvers.py."""
 
 from __future__ import annotations
 
@@ -25,9 +24,7 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 
-from roar.conf import options
 from roar.config import method_names
-from roar.removal import FILLS
 
 
 def experiment_name(choices: Mapping[str, str], *details: str) -> str:
@@ -47,7 +44,8 @@ def in_multirun() -> bool:
     return HydraConfig.initialized() and HydraConfig.get().mode == RunMode.MULTIRUN
 
 
-def _sweep(key: str, _root_: DictConfig) -> str:
+def run_and_group_name(key: str, _root_: DictConfig) -> str:
+    """`${sweep:name}` or `${sweep:group}` of the configuration being composed."""
     hydra = HydraConfig.get()
     choices = hydra.runtime.choices
     multirun = hydra.mode == RunMode.MULTIRUN
@@ -74,17 +72,6 @@ def unique_dir(path: str) -> str:
         except FileExistsError:
             suffix += 1
             candidate = f"{path}_{suffix}"
-
-
-def register_resolvers() -> None:
-    OmegaConf.register_new_resolver("sweep", _sweep, replace=True)
-    # Cached, as Hydra's `now`: every later look-up of the run directory gives the one created first (Hydra
-    # carries the cache over to each job of a sweep).
-    OmegaConf.register_new_resolver("unique_dir", unique_dir, use_cache=True, replace=True)
-    # The help's lists are read from what exists, not written out in it: a preset, task or fill added
-    # later shows up without anyone editing the help (tests/docs/test_drift.py).
-    OmegaConf.register_new_resolver("roar_options", lambda group: ", ".join(options(group)), replace=True)
-    OmegaConf.register_new_resolver("roar_fills", lambda: ", ".join(FILLS), replace=True)
 
 
 def flat_config(cfg: DictConfig) -> dict:
