@@ -142,20 +142,36 @@ def reduced_grid(images: Path) -> str:
             f"image decoding included), cold cache: {seconds:.0f} s")  # fmt: skip
 
 
+class _Rows(list):
+    """The rows, each also written to stderr as it is measured: a run stopped at a time limit (a lent GPU's)
+    keeps what it had measured."""
+
+    def append(self, row: str) -> None:
+        print(f"[gpu row] {row}", file=sys.stderr, flush=True)
+        super().append(row)
+
+    def __iadd__(self, rows):
+        for row in rows:
+            self.append(row)
+        return self
+
+
 def run() -> list[str]:
     if not torch.cuda.is_available():
         return [f"gpu {row}: {NO_CUDA}" for row in ROWS]
     from benchmarks.training import gpu_throughput_rows
 
     device = torch.device("cuda")
-    rows = [f"gpu: {torch.cuda.get_device_name()}"]
+    rows = _Rows()
+    rows.append(f"gpu: {torch.cuda.get_device_name()}")
+    with cifar10_images() as images:
+        if images is None:
+            rows += [f"gpu fast_cifar time to 93%: {NO_IMAGES}", f"gpu reduced grid: {NO_IMAGES}"]
+        else:
+            rows.append(time_to_goal(images))
+            rows.append(storage_row(images))
+            rows.append(reduced_grid(images))
     rows += gpu_throughput_rows()
     rows += fullgrad_rows(device)
     rows.append(road_rate(device))
-    with cifar10_images() as images:
-        if images is None:
-            return rows + [f"gpu fast_cifar time to 93%: {NO_IMAGES}", f"gpu reduced grid: {NO_IMAGES}"]
-        rows.append(time_to_goal(images))
-        rows.append(storage_row(images))
-        rows.append(reduced_grid(images))
     return rows

@@ -115,7 +115,7 @@ def pipeline_row(images: Path, work: Path, scale: int) -> tuple[str, dict]:
 
 def training_rates(overrides: list[str], cache: Path, rounds: int = 3, batches: int = 30) -> dict[str, float]:
     """Training images per second in memory and from shards, on the same store (`batches` steps of one
-    epoch, no validation; the fit's test pass included), medians of `rounds` interleaved fits."""
+    epoch, one validation batch for the checkpoint, the test pass), medians of `rounds` interleaved fits."""
     from roar.runtime.cache import Work
     from roar.stages import load_data
     from roar.stages.training import train_classifier
@@ -124,7 +124,7 @@ def training_rates(overrides: list[str], cache: Path, rounds: int = 3, batches: 
     fits = {}
     for storage in seconds:
         cfg = config(*overrides, f"dataset.storage={storage}", "trainer.max_epochs=1",
-                     f"+trainer.limit_train_batches={batches}", "+trainer.limit_val_batches=0")  # fmt: skip
+                     f"+trainer.limit_train_batches={batches}", "+trainer.limit_val_batches=1")  # fmt: skip
         fits[storage] = (cfg, load_data(cfg, StageCache(cache)))
     for _ in range(rounds):
         for storage, (cfg, datamodule) in fits.items():
