@@ -33,7 +33,7 @@ from scipy.stats import kendalltau
 from roar.config import first_difference
 from roar.errors import ConfigError, first_line
 from roar.report.results import PER_IMAGE
-from roar.report.summary import area_under_curve
+from roar.report.summary import bootstrap_weights, resampled_aucs
 from roar.runtime.files import UNREADABLE_TORCH_FILE, atomic_write
 
 MARKDOWN, TABLE, FIGURE = "agreement.md", "agreement.csv", "agreement.png"
@@ -205,15 +205,8 @@ def scores(protocol: Protocol, methods: list[str], image_weights: np.ndarray, se
     weights: `image_weights` (B, images) and `seed_weights` (B, seeds), each row summing to 1 (how often
     each image or seed was drawn, over the draws). Returns (methods, B)."""
     values = protocol.values[[protocol.methods.index(m) for m in methods]]
-    means = values @ image_weights.T  # (methods, seeds, fractions, B)
-    areas = area_under_curve({f: means[:, :, i] for i, f in enumerate(protocol.fractions)})
-    auc = np.einsum("msb,bs->mb", areas, seed_weights)
+    auc = resampled_aucs(values, protocol.fractions, image_weights, seed_weights)
     return auc if protocol.lower_is_better else -auc
-
-
-def _draws(rng: np.random.Generator, size: int, replicates: int) -> np.ndarray:
-    """(replicates, size): the share of `size` draws with replacement that fell on each of `size` items."""
-    return rng.multinomial(size, np.full(size, 1 / size), size=replicates) / size
 
 
 def tau(a: np.ndarray, b: np.ndarray) -> float:
@@ -227,9 +220,11 @@ def agreement(protocols: list[Protocol], methods: list[str], replicates: int = 1
     on as many test images share each replicate's draw of them (the same test split)."""
     rng = np.random.default_rng(seed)
     counts = sorted({p.values.shape[-1] for p in protocols})
-    image_weights = {count: _draws(rng, count, replicates) for count in counts}
+    image_weights = {count: bootstrap_weights(rng, count, replicates) for count in counts}
     resampled = {
-        p.name: scores(p, methods, image_weights[p.values.shape[-1]], _draws(rng, len(p.seeds), replicates))
+        p.name: scores(
+            p, methods, image_weights[p.values.shape[-1]], bootstrap_weights(rng, len(p.seeds), replicates)
+        )
         for p in protocols
     }
     pairs = []
