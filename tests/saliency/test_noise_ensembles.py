@@ -46,7 +46,8 @@ def test_without_noise_an_ensemble_is_its_method_combined_with_itself(base, type
     ensemble = _attributions({**BASES[base], "noise": noise}, model, images, targets)
     expected = {"smoothgrad": plain, "smoothgrad_sq": plain.square(), "vargrad": torch.zeros_like(plain)}
     assert plain.abs().sum() > 0
-    torch.testing.assert_close(ensemble, expected[type], rtol=1e-12, atol=1e-12 * plain.abs().max().item() ** 2)
+    scale = plain.abs().max().item()
+    torch.testing.assert_close(ensemble, expected[type], rtol=1e-12, atol=1e-12 * scale**2)
 
 
 def _identity(model, inputs, targets):
@@ -88,6 +89,20 @@ def test_a_seed_gives_the_same_maps_whatever_the_pass_size_and_leaves_the_global
     assert not torch.allclose(maps(seed=4), first)
     torch.testing.assert_close(maps(seed=3, samples_per_pass=5), first)
     torch.testing.assert_close(maps(seed=3, samples_per_pass=2), first)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="no GPU")
+@pytest.mark.parametrize("name", ENSEMBLES)
+def test_the_noise_is_drawn_on_the_cpu_so_a_gpu_gives_the_cpus_maps(name):
+    config = saliency.named_config(name)
+    config["noise"]["n_samples"] = 3
+    if "n_steps" in config:
+        config["n_steps"] = 3
+    model, (images, targets) = _model(dtype=torch.float64), _batch(dtype=torch.float64)
+    on_cpu = saliency.create(config, model).pixel_maps(images, targets)
+    on_gpu = saliency.create(config, model.cuda()).pixel_maps(images, targets)
+    assert on_gpu.device.type == "cuda"
+    torch.testing.assert_close(on_gpu.cpu(), on_cpu)
 
 
 def test_a_one_image_batch_has_one_target_per_copy():
