@@ -1,8 +1,8 @@
 """How a method config becomes an attribution: one path for roar's methods, Captum's and a user's own.
 
-A method is a config `method.<name>` holding `_target_` and its parameters (and optionally `noise`, a noise
-ensemble its attributions are averaged in, `reduce`, how its channels become one value per pixel, and
-`blur_sigma`, a Gaussian blur of its maps). The target is either
+A method is a config `method.<name>` holding `_target_` and its parameters (and optionally `noise`, the
+noisy copies of each image its attributions are combined over, `reduce`, how its channels become one value
+per pixel, and `blur_sigma`, a Gaussian blur of its maps). The target is either
 
 - a class built as `cls(model, **params)` with Captum's `attribute(inputs, target=...)` (every
   `captum.attr` attribution and every roar method), or
