@@ -113,10 +113,10 @@ def seed_interval(a: dict[int, float], b: dict[int, float]) -> tuple[float, floa
 
 def image_replicates(
     rows: list[dict], replicates: int = REPLICATES, seed: int = BOOTSTRAP_SEED
-) -> dict[str, np.ndarray]:
-    """method -> its AUC in each of `replicates` bootstrap resamples of the test images (its seeds kept),
-    for the methods whose every cell has per-image values, at the same fractions for every seed. Methods
-    evaluated on as many images share each replicate's draw of them."""
+) -> dict[str, tuple[int, np.ndarray]]:
+    """method -> (its number of test images, its AUC in each of `replicates` bootstrap resamples of them,
+    its seeds kept), for the methods whose every cell has per-image values, at the same fractions for every
+    seed. Methods evaluated on as many images share each replicate's draw of them."""
     cells: dict[str, dict[int, dict[float, np.ndarray]]] = defaultdict(lambda: defaultdict(dict))
     partial = {row["method"] for row in rows if "per_image" not in row}
     for row in rows:
@@ -126,7 +126,7 @@ def image_replicates(
     for method, seeds in cells.items():
         fractions = sorted(next(iter(seeds.values())))
         if all(sorted(points) == fractions for points in seeds.values()):
-            grid = [[points[f] for f in fractions] for points in seeds.values()]
+            grid = [[seeds[s][f] for f in fractions] for s in sorted(seeds)]
             if len({len(values) for per_seed in grid for values in per_seed}) == 1:
                 arrays[method] = (fractions, np.array(grid))  # (seeds, fractions, images)
     rng = np.random.default_rng(seed)
@@ -136,17 +136,18 @@ def image_replicates(
     for method, (fractions, values) in sorted(arrays.items()):
         seed_weights = np.full((replicates, len(values)), 1 / len(values))  # the seeds as they are
         weights = image_weights[values.shape[-1]]
-        out[method] = resampled_aucs(values[None], fractions, weights, seed_weights)[0]
+        out[method] = values.shape[-1], resampled_aucs(values[None], fractions, weights, seed_weights)[0]
     return out
 
 
-def image_interval(a: np.ndarray | None, b: np.ndarray | None) -> tuple[float, float] | None:
-    """The percentile interval (CONFIDENCE) of the replicates' AUC differences a - b; None where either
-    method has no per-image values, or they were not evaluated on as many images."""
-    if a is None or b is None or a.shape != b.shape:
+def image_interval(a: tuple[int, np.ndarray] | None, b: tuple[int, np.ndarray] | None):
+    """The percentile interval (CONFIDENCE) of the replicates' AUC differences a - b (`image_replicates`'
+    values); None where either method has no per-image values, or they were not evaluated on as many
+    images (then not on the same ones)."""
+    if a is None or b is None or a[0] != b[0]:
         return None
     tail = 100 * (1 - CONFIDENCE) / 2
-    low, high = np.percentile(a - b, [tail, 100 - tail])
+    low, high = np.percentile(a[1] - b[1], [tail, 100 - tail])
     return float(low), float(high)
 
 
