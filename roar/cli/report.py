@@ -1,10 +1,11 @@
 """`roar-report DIR [DIR ...]`: one report over the jobs of one or more sweeps (or single runs).
 
 Every run directory under the DIRs (one holding `.hydra/config.yaml`, as Hydra writes for each job)
-contributes its `results.csv` rows and any saliency gallery PNG. The merged rows go through the same
-`report.publish` as a single run: results.csv, roar_curve.png, summary.md, the printed table, and a run
-of the jobs' own logger (W&B: same project and mode, in the sweep's group, job type `report`, and one run
-per seed for the band chart, `roar.report.SeedCurves`).
+contributes its `results.csv` rows, their per-image values (`per_image.pt`) and any saliency gallery PNG.
+The merged rows go through the same `report.publish` as a single run: results.csv, roar_curve.png,
+summary.md with its intervals, per_image.pt, the printed table, and a run of the jobs' own logger (W&B:
+same project and mode, in the sweep's group, job type `report`, and one run per seed for the band chart,
+`roar.report.SeedCurves`).
 
 A sweep's own record of its jobs (`multirun.yaml`, which Hydra writes before the first job starts) says
 which jobs there should be: a report that would miss some is refused, naming them, unless `--allow-partial`
@@ -56,14 +57,19 @@ def _experiment(cfg: DictConfig) -> dict:
 
 
 def merged_rows(dirs: list[Path]) -> list[dict]:
-    """The union of the jobs' rows; a cell several jobs hold (fraction 0, shared by every job of a method and
-    seed) must agree, and the jobs must share every configuration value that decides results but the
-    grid's."""
+    """The union of the jobs' rows, each with its per-image values where the job's per_image.pt has them (as
+    a single run's rows: the summary's intervals over test images need them); a cell several jobs hold
+    (fraction 0, shared by every job of a method and seed) must agree, and the jobs must share every
+    configuration value that decides results but the grid's."""
     reference, reference_dir = None, None
     cells: dict[tuple, tuple[dict, Path]] = {}
+    per_image: dict[tuple, object] = {}  # cell -> its per-image values (a tensor)
     for run_dir in dirs:
         if not (run_dir / "results.csv").exists():
             continue
+        if (run_dir / report.PER_IMAGE).is_file():
+            for entry in report.read_per_image(run_dir / report.PER_IMAGE)["rows"]:
+                per_image.setdefault((entry["method"], entry["fraction"], entry["seed"]), entry["values"])
         setting = _experiment(job_config(run_dir))
         if reference is None:
             reference, reference_dir = setting, run_dir
@@ -86,7 +92,10 @@ def merged_rows(dirs: list[Path]) -> list[dict]:
             f"no results.csv in any run directory under {', '.join(map(str, dirs))} "
             "(roar-report merges task=roar runs)"
         )
-    return [row for row, _ in cells.values()]
+    return [
+        {**row, "per_image": per_image[cell]} if cell in per_image else row
+        for cell, (row, _) in cells.items()
+    ]
 
 
 def sweep_jobs(sweep_dir: Path) -> list[list[str]]:

@@ -210,13 +210,29 @@ class Trainer(Section):
     sync_batchnorm: bool | None = None
 
 
+class Noise(BaseModel):
+    """A method's noise ensemble (roar.saliency.NoiseEnsemble, which checks which types exist: the schema
+    loads no attribution library). Its seed is required: a config says where the noise comes from (the
+    shipped ones: `${seed}`, the run's), rather than every run silently drawing seed 0's."""
+
+    model_config = ConfigDict(strict=True, extra="forbid")
+
+    type: str
+    n_samples: PositiveInt | None = None
+    noise_level: NonNegativeFloat | None = None
+    seed: NonNegativeInt
+    samples_per_pass: PositiveInt | None = None
+
+
 class MethodParameters(Section):
-    """The seed of the methods that draw noise and the blur of every method's maps; the rest each method
-    checks when it is constructed
+    """The seed of the methods that draw noise, the noise ensemble and the blur of every method's maps; the
+    rest each method checks when it is constructed
     (roar/config/validate.py), where torch would take a seed of the wrong type for an error of its own."""
 
     seed: NonNegativeInt | None = None
-    # Not a parameter of the method: a Gaussian blur of its maps (roar.saliency.PixelSaliency), 0 for none.
+    # Not parameters of the method: the noisy copies its attributions are averaged over, and a Gaussian blur
+    # of its maps (roar.saliency.PixelSaliency), 0 for none.
+    noise: Noise | None = None
     blur_sigma: NonNegativeFloat | None = None
 
 

@@ -26,15 +26,14 @@ from pathlib import Path
 
 import matplotlib.pyplot as plt
 import numpy as np
-import torch
 from omegaconf import DictConfig, OmegaConf
 from scipy.stats import kendalltau
 
 from roar.config import first_difference
-from roar.errors import ConfigError, first_line
-from roar.report.results import PER_IMAGE
-from roar.report.summary import area_under_curve
-from roar.runtime.files import UNREADABLE_TORCH_FILE, atomic_write
+from roar.errors import ConfigError
+from roar.report.results import PER_IMAGE, read_per_image
+from roar.report.summary import bootstrap_weights, resampled_aucs
+from roar.runtime.files import atomic_write
 
 MARKDOWN, TABLE, FIGURE = "agreement.md", "agreement.csv", "agreement.png"
 # What makes the base model every protocol's saliency maps come from (roar.stages.specs.training_spec).
@@ -129,20 +128,11 @@ def _results_rows(run_dir: Path, value: str | None) -> tuple[list[dict], str]:
     raise ConfigError(f"{run_dir}: no results table (a CSV with method, fraction and seed columns)")
 
 
-def _per_image(path: Path) -> dict:
-    """per_image.pt as tensors and plain values only: `weights_only` refuses anything else in the pickle
-    (code that would run on loading, say) rather than run it."""
-    try:
-        return torch.load(path, map_location="cpu", weights_only=True)
-    except UNREADABLE_TORCH_FILE as error:
-        raise ConfigError(f"{path}: not a per-image values file roar wrote ({first_line(error)})") from None
-
-
 def load_protocol(run_dir: Path) -> Protocol:
     """A run's configuration, ranking and values (per image where per_image.pt has them)."""
     cfg = _config(run_dir)
     ranks, aucs = _read_summary(run_dir)
-    stored = _per_image(run_dir / PER_IMAGE) if (run_dir / PER_IMAGE).is_file() else None
+    stored = read_per_image(run_dir / PER_IMAGE) if (run_dir / PER_IMAGE).is_file() else None
     rows, _ = _results_rows(run_dir, stored["value"] if stored else None)
     entries = stored["rows"] if stored else []
     images = {(r["method"], r["fraction"], r["seed"]): r["values"].double().numpy() for r in entries}
@@ -205,15 +195,8 @@ def scores(protocol: Protocol, methods: list[str], image_weights: np.ndarray, se
     weights: `image_weights` (B, images) and `seed_weights` (B, seeds), each row summing to 1 (how often
     each image or seed was drawn, over the draws). Returns (methods, B)."""
     values = protocol.values[[protocol.methods.index(m) for m in methods]]
-    means = values @ image_weights.T  # (methods, seeds, fractions, B)
-    areas = area_under_curve({f: means[:, :, i] for i, f in enumerate(protocol.fractions)})
-    auc = np.einsum("msb,bs->mb", areas, seed_weights)
+    auc = resampled_aucs(values, protocol.fractions, image_weights, seed_weights)
     return auc if protocol.lower_is_better else -auc
-
-
-def _draws(rng: np.random.Generator, size: int, replicates: int) -> np.ndarray:
-    """(replicates, size): the share of `size` draws with replacement that fell on each of `size` items."""
-    return rng.multinomial(size, np.full(size, 1 / size), size=replicates) / size
 
 
 def tau(a: np.ndarray, b: np.ndarray) -> float:
@@ -227,9 +210,11 @@ def agreement(protocols: list[Protocol], methods: list[str], replicates: int = 1
     on as many test images share each replicate's draw of them (the same test split)."""
     rng = np.random.default_rng(seed)
     counts = sorted({p.values.shape[-1] for p in protocols})
-    image_weights = {count: _draws(rng, count, replicates) for count in counts}
+    image_weights = {count: bootstrap_weights(rng, count, replicates) for count in counts}
     resampled = {
-        p.name: scores(p, methods, image_weights[p.values.shape[-1]], _draws(rng, len(p.seeds), replicates))
+        p.name: scores(
+            p, methods, image_weights[p.values.shape[-1]], bootstrap_weights(rng, len(p.seeds), replicates)
+        )
         for p in protocols
     }
     pairs = []

@@ -10,7 +10,8 @@ from pathlib import Path
 
 import torch
 
-from roar.runtime.files import atomic_write, save_torch
+from roar.errors import ConfigError, first_line
+from roar.runtime.files import UNREADABLE_TORCH_FILE, atomic_write, save_torch
 
 COLUMNS = ("method", "fraction", "seed", "test_acc", "val_acc")
 
@@ -55,6 +56,15 @@ def write_per_image(rows: list[dict], path: Path, value: str) -> None:
                 "values": r["per_image"].detach().float().cpu()}
                for r in sorted(measured, key=lambda r: (r["method"], r["fraction"], r["seed"]))]  # fmt: skip
     save_torch({"value": value, "rows": entries}, path)
+
+
+def read_per_image(path: Path) -> dict:
+    """per_image.pt (`write_per_image`) as tensors and plain values only: `weights_only` refuses anything
+    else in the pickle (code that would run on loading, say) rather than run it."""
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except UNREADABLE_TORCH_FILE as error:
+        raise ConfigError(f"{path}: not a per-image values file roar wrote ({first_line(error)})") from None
 
 
 def read_csv(path: Path) -> list[dict]:

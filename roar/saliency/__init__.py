@@ -18,7 +18,7 @@ from roar.saliency.methods import (
     named_config,
     source_hash,
 )
-from roar.saliency.noise import NoisyGradients, SmoothGrad, SmoothGradSquared, VarGrad
+from roar.saliency.noise import NoiseEnsemble, NoisyGradients, SmoothGrad, SmoothGradSquared, VarGrad
 from roar.saliency.oracle import Oracle
 from roar.saliency.perturbation import FeatureAblation, KernelShap, Lime, Occlusion, ShapleyValueSampling
 from roar.saliency.random import RandomSaliency
@@ -43,6 +43,7 @@ __all__ = [
     "LRP",
     "LayerGradCamPlusPlus",
     "Lime",
+    "NoiseEnsemble",
     "NoisyGradients",
     "Occlusion",
     "Oracle",

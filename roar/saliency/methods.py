@@ -1,8 +1,8 @@
 """How a method config becomes an attribution: one path for roar's methods, Captum's and a user's own.
 
-A method is a config `method.<name>` holding `_target_` and its parameters (and optionally `reduce`, how
-its channels become one value per pixel, and `blur_sigma`, a Gaussian blur of its maps). The target is
-either
+A method is a config `method.<name>` holding `_target_` and its parameters (and optionally `noise`, the
+noisy copies of each image its attributions are combined over, `reduce`, how its channels become one value
+per pixel, and `blur_sigma`, a Gaussian blur of its maps). The target is either
 
 - a class built as `cls(model, **params)` with Captum's `attribute(inputs, target=...)` (every
   `captum.attr` attribution and every roar method), or
@@ -27,11 +27,13 @@ from torch import nn
 from roar.conf import CONFIG_DIR
 from roar.errors import first_line
 from roar.saliency.base import PixelSaliency
+from roar.saliency.noise import NoiseEnsemble
 
 METHOD_DIR = CONFIG_DIR / "method"
 # The keys of a method config that are not parameters of its target but say what becomes of its
-# attributions (PixelSaliency): how channels are combined, and the blur of the maps.
-MAP_OPTIONS = ("reduce", "blur_sigma")
+# attributions: the noise ensemble they are computed in (NoiseEnsemble), how channels are combined, and the
+# blur of the maps (PixelSaliency).
+MAP_OPTIONS = ("noise", "reduce", "blur_sigma")
 
 
 class FunctionAttribution:
@@ -110,12 +112,18 @@ def check_params(config: Mapping) -> None:
     if "blur_sigma" in map_options:
         PixelSaliency.check_blur_sigma(map_options["blur_sigma"])
     target = resolve_target(path)
+    built = None
     if inspect.isclass(target) and path.startswith("roar."):
-        target(nn.Identity(), **params)
+        built = target(nn.Identity(), **params)
     elif inspect.isclass(target):
         inspect.signature(target).bind(nn.Identity(), **params)
     else:
         inspect.signature(target).bind(nn.Identity(), None, None, **params)
+    if map_options.get("noise") is not None:
+        try:
+            NoiseEnsemble(built, nn.Identity(), **map_options["noise"])
+        except (TypeError, ValueError) as error:
+            raise type(error)(f"noise: {error}") from None
 
 
 def source_hash(path: str) -> str | None:
@@ -129,7 +137,12 @@ def source_hash(path: str) -> str | None:
 
 
 def create(
-    method, model: nn.Module, reduce: str | None = None, blur_sigma: float | None = None, **params
+    method,
+    model: nn.Module,
+    reduce: str | None = None,
+    blur_sigma: float | None = None,
+    noise: dict | None = None,
+    **params,
 ) -> PixelSaliency:
     """A method for `model` (already in eval mode), with per-pixel maps on the model's device.
 
@@ -138,7 +151,9 @@ def create(
     a function `fn(model, inputs, targets, **params)`, or an attribution already built (an object with
     `attribute(inputs, target=...)`; then no `params`). `reduce` (default: the config's, else abs_sum) names
     how channels become one value per pixel (roar.saliency.REDUCTIONS); `blur_sigma` (default: the config's,
-    else 0, none) blurs the maps.
+    else 0, none) blurs the maps; `noise` (default: the config's, else none), the keyword arguments of a
+    NoiseEnsemble such as `{"type": "smoothgrad", "n_samples": 25, "noise_level": 0.15, "seed": 0}`, averages
+    the method over noisy copies of each image.
     """
     configured = {}
     if isinstance(method, str):
@@ -154,6 +169,9 @@ def create(
         attribution = target
     else:
         attribution = build(target, model, params)
+    noise = configured.get("noise") if noise is None else noise
+    if noise is not None:
+        attribution = NoiseEnsemble(attribution, model, **noise)
     device = next(model.parameters(), torch.empty(0)).device
     reduce = reduce or configured.get("reduce", "abs_sum")
     blur_sigma = configured.get("blur_sigma", 0.0) if blur_sigma is None else blur_sigma

@@ -97,7 +97,8 @@ def saliency_spec(cfg: DictConfig, method: str) -> dict:
     }
     if not target.startswith(RELEASED) and (source := saliency.source_hash(target)) is not None:
         spec["source"] = source
-    if "seed" in params:  # a seeded method draws its noise batch by batch: the batching shapes its maps
+    # A seeded method, or one in a noise ensemble, draws noise batch by batch: the batching shapes its maps.
+    if "seed" in params or params.get("noise") is not None:
         spec["batch_size"] = cfg.roar.saliency_batch_size
     return spec
 

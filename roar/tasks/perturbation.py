@@ -11,8 +11,9 @@ mean over images of |f(x') - f(x)| / |f(x)|: lower is better. This task generali
   applies to what is acted on: MoRF insertion restores the most salient entries first (the insertion game
   of Petsiuk et al., 2018), MoRF deletion removes them first (pixel flipping).
 - `fill` (roar/removal/): what removed entries become, `zero`, `mean`, `blur` or `road`.
-- `metric`: `logit_change` (the paper's |f_t(x') - f_t(x)| / |f_t(x)|), `probability` (softmax of the
-  target) or `accuracy` (1 where the target is the arg max), each per image, the CSV holding their mean.
+- `metric`: `logit_change` (the paper's |f_t(x') - f_t(x)| / |f_t(x)|; the absolute change where f_t(x) is
+  exactly 0), `probability` (softmax of the target) or `accuracy` (1 where the target is the arg max), each
+  per image, the CSV holding their mean.
 
 Which direction is better follows from what a faithful map does (`lower_is_better`). LeRF deletion and MoRF
 insertion should leave the model as it is on the original image (small logit change, high probability and
@@ -116,12 +117,17 @@ def removal_curves(
     # Deletion removes the first entries in the order; insertion restores them, removing all the others.
     kept = "roar" if mode == "deletion" else "kar"
     original = target_scores(model, normalize, images, labels, metric, batch_size)
+    # The logit change is relative to |f_t(x)|; an image whose target logit is exactly 0 has no scale of its
+    # own, and 0/0 would make the curve's mean NaN. It takes its absolute change instead (a denominator of
+    # 1: finite, 0 where the logit does not move): the denominator only weights an image, the same for
+    # every method, so the comparison between methods stays fair.
+    scale = torch.where(original != 0, original.abs(), torch.ones_like(original))
     rank = salience_rank(ranked, seed, ids, source)  # one ranking for every fraction
     curves = []
     for fraction in fractions:
         perturbed = remove(images, mask_of_rank(rank, fraction, kept), fill, mean, seed, ids, source)
         scores = target_scores(model, normalize, perturbed, labels, metric, batch_size)
-        curves.append((scores - original).abs() / original.abs() if metric == "logit_change" else scores)
+        curves.append((scores - original).abs() / scale if metric == "logit_change" else scores)
     return torch.stack(curves).cpu()
 
 

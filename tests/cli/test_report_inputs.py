@@ -95,3 +95,19 @@ def test_a_scanned_logger_target_that_is_not_a_logger_is_refused_and_never_run(k
     # The payload is live: loading it as the file asked would have run it.
     pickle.loads(payload.read_bytes())
     assert marker.exists()
+
+
+def test_a_scanned_per_image_file_that_would_run_code_is_refused_and_never_run(killed_sweep, tmp_path):
+    job = tmp_path / "received" / "0"
+    shutil.copytree(killed_sweep / "sweep" / "0", job)
+    marker = tmp_path / "code-was-run"
+    # Protocol 2, as torch.save writes: torch warns of any other before refusing it.
+    (job / "per_image.pt").write_bytes(pickle.dumps(WritesAFile(marker), protocol=2))
+
+    done = run_command("roar-report", "received", cwd=tmp_path)
+    assert done.returncode == 2
+    (line,) = done.stderr.strip().splitlines()
+    assert line.startswith("roar-report: error: received/0/per_image.pt: not a per-image values file"), line
+    assert not marker.exists() and not (tmp_path / "received" / "results.csv").exists()
+    pickle.loads((job / "per_image.pt").read_bytes())  # live: loading it unchecked would have run it
+    assert marker.exists()

@@ -3,6 +3,7 @@
 import csv
 
 import pytest
+import torch
 from matplotlib.collections import PolyCollection
 from matplotlib.colors import to_rgba
 
@@ -102,3 +103,100 @@ def test_the_figure_and_summary_state_the_number_of_seeds_per_method_where_they_
     assert "mean ± std over n=3 seeds" in curve_figure(three, "t").axes[0].get_title()
     publish(three, tmp_path, outputs=Outputs(title="ROAR"))
     assert "mean ± std over n=3 seeds" in (tmp_path / "summary.md").read_text()
+
+
+T_975_2 = 4.302652729749464  # Student's t, 97.5th percentile, 2 degrees of freedom (tables)
+
+
+def _two_fraction_rows(curves: dict[str, list[float]]) -> list[dict]:
+    """method -> its accuracy at fraction 1 per seed, every method at 0.9 at fraction 0: each seed's AUC
+    is (0.9 + accuracy) / 2, so two methods' AUCs differ by half their accuracies' difference."""
+    return _rows({method: [[0.9, acc] for acc in accs] for method, accs in curves.items()}, (0.0, 1.0))
+
+
+def test_a_difference_whose_seed_interval_holds_0_is_a_tie_and_the_interval_is_the_t_interval(tmp_path):
+    # Per-seed AUC differences to random: overlap -0.1, -0.2, -0.3 (mean -0.2, std 0.1); clear -0.30,
+    # -0.31, -0.29 (mean -0.3, std 0.01).
+    rows = _two_fraction_rows({
+        "random": [0.7, 0.7, 0.7],
+        "overlap": [0.5, 0.3, 0.1],
+        "clear": [0.1, 0.08, 0.12],
+    })  # fmt: skip
+    records = summarize(rows, lower_is_better=True, reference=0.0)
+    assert [r["method"] for r in records] == ["clear", "overlap", "random"]
+    clear, overlap, random = records
+
+    def seeds_interval(record, prefix="random"):
+        return record[f"{prefix}_seeds_low"], record[f"{prefix}_seeds_high"]
+
+    half = T_975_2 * 0.1 / 3**0.5
+    assert overlap["auc_minus_random"] == pytest.approx(-0.2)
+    assert seeds_interval(overlap) == pytest.approx((-0.2 - half, -0.2 + half))
+    assert seeds_interval(overlap)[0] < 0 < seeds_interval(overlap)[1] and overlap["vs_random"] == "tie"
+    half = T_975_2 * 0.01 / 3**0.5
+    assert (
+        seeds_interval(clear) == pytest.approx((-0.3 - half, -0.3 + half)) and clear["vs_random"] == "better"
+    )
+    # Clear minus overlap, the next-ranked: -0.2, -0.11, 0.01 per seed (mean -0.1, std 0.105), a tie.
+    std = ((0.1**2 + 0.01**2 + 0.11**2) / 2) ** 0.5
+    half = T_975_2 * std / 3**0.5
+    assert clear["next"] == "overlap" and clear["auc_minus_next"] == pytest.approx(-0.1)
+    assert (
+        seeds_interval(clear, "next") == pytest.approx((-0.1 - half, -0.1 + half))
+        and clear["vs_next"] == "tie"
+    )
+    assert overlap["next"] == "random" and overlap["vs_next"] == "tie"
+    assert random["next"] == "" and random["vs_next"] == "" and random["auc_minus_next"] is None
+    assert random["vs_random"] == "" and random["random_seeds_low"] is None
+    # Without per-image values the test images give no interval: the seeds decide.
+    assert overlap["random_images_low"] is None and clear["random_images_low"] is None
+
+    publish(rows, tmp_path, outputs=Outputs(title="ROAR"))
+    summary = (tmp_path / "summary.md").read_text()
+    no_images = "n/a (no per-image values)"
+    assert f"| overlap | -0.2000 | [-0.4484, 0.0484] | {no_images} | tie | random |" in summary
+    assert f"| clear | -0.3000 | [-0.3248, -0.2752] | {no_images} | better | overlap |" in summary
+    assert "| 2 | overlap | 0.6000 | 0.1000 | 3 | -0.2000 | tie | tie |" in summary
+    with open(tmp_path / "summary.csv") as f:
+        table = {r["method"]: r for r in csv.DictReader(f)}
+    assert table["overlap"]["vs_random"] == "tie" and table["clear"]["vs_random"] == "better"
+    assert float(table["clear"]["random_seeds_high"]) == pytest.approx(-0.3 + T_975_2 * 0.01 / 3**0.5)
+
+
+def test_per_image_values_give_a_bootstrap_interval_over_the_test_images():
+    """Two test images, one seed: a replicate's AUC difference is the mean of the images' differences D
+    over its two draws, so the 2.5 and 97.5 percentiles of 1000 replicates are min(D) and max(D) (each
+    drawn twice in a quarter of them)."""
+
+    def rows(accuracies: dict[str, list[float]]) -> list[dict]:
+        out = []
+        for method, at_one in accuracies.items():
+            for fraction, values in ((0.0, [1.0, 1.0]), (1.0, at_one)):
+                per_image = torch.tensor(values)
+                out.append({"method": method, "fraction": fraction, "seed": 0, "val_acc": 0.0,
+                            "test_acc": per_image.mean().item(), "per_image": per_image})  # fmt: skip
+        return out
+
+    # Per-image AUC: (1 + value at fraction 1) / 2. clear - random: D = -0.5, -0.25; overlap - random:
+    # D = -0.5, +0.25.
+    accuracies = {"random": [1.0, 0.5], "clear": [0.0, 0.0], "overlap": [0.0, 1.0]}
+    records = {r["method"]: r for r in summarize(rows(accuracies), True, reference=0.0)}
+    clear, overlap = records["clear"], records["overlap"]
+    assert (clear["random_images_low"], clear["random_images_high"]) == pytest.approx((-0.5, -0.25))
+    assert (overlap["random_images_low"], overlap["random_images_high"]) == pytest.approx((-0.5, 0.25))
+    assert clear["random_seeds_low"] is None  # one seed: no interval over seeds
+    assert clear["vs_random"] == "better" and overlap["vs_random"] == "tie"
+
+
+def test_one_seed_without_per_image_values_has_no_interval_and_says_so(tmp_path):
+    rows = _rows({"fullgrad": [[0.9, 0.4, 0.2]], "gradcam": [[0.9, 0.6, 0.3]], "random": [[0.9, 0.7, 0.4]]})
+    records = summarize(rows, lower_is_better=True, reference=0.0)
+    assert [r["vs_random"] for r in records] == ["n/a (1 seed)", "n/a (1 seed)", ""]
+    assert [r["vs_next"] for r in records] == ["n/a (1 seed)", "n/a (1 seed)", ""]
+    assert all(r[f"{c}_{over}_{end}"] is None for r in records for c in ("random", "next")
+               for over in ("seeds", "images") for end in ("low", "high"))  # fmt: skip
+    publish(rows, tmp_path, outputs=Outputs(title="ROAR"))
+    summary = (tmp_path / "summary.md").read_text()
+    no_interval = "n/a (1 seed) | n/a (no per-image values) | n/a (1 seed)"
+    assert f"| fullgrad | -0.2000 | {no_interval} | gradcam |" in summary
+    assert "nan" not in summary.lower().replace("n/a", "")

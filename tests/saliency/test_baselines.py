@@ -295,8 +295,9 @@ def test_presets_and_lists_compose(tmp_path, choice, expected):
 def test_all_preset_selects_every_method_that_needs_no_ground_truth(tmp_path):
     cfg = compose_config(tmp_path, "method=all")
     # The oracle reads the dataset's ground truth (dataset=synthetic only), so no preset can hold it; the
-    # perturbation methods that sample are left to be selected by name.
+    # perturbation methods that sample and the integrated gradients ensembles are left to be selected by name.
     costly = {"shapley_value_sampling", "lime", "kernel_shap"}  # hundreds of passes per image
+    costly |= {"integrated_gradients_sg", "integrated_gradients_sg_sq", "integrated_gradients_var"}
     assert sorted(method_names(cfg)) == sorted(set(saliency.available()) - {"oracle"} - costly)
 
 

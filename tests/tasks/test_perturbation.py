@@ -128,6 +128,32 @@ def test_a_model_that_ignores_its_input_has_flat_curves(order, mode, fill):
     assert torch.equal(curves("accuracy"), (targets == 2).float().expand(len(fractions), N))
 
 
+@pytest.mark.parametrize("order,mode", itertools.product(ORDERS, PERTURBATION_MODES))
+def test_an_image_whose_target_logit_is_exactly_0_gets_its_absolute_logit_change(order, mode):
+    """f_t(x) = w_t . x without a bias: the all-black image has logit 0 for every class, where the relative
+    change |f_t(x') - f_t(x)| / |f_t(x)| would be 0/0 (or x/0). It is the absolute change |f_t(x')|."""
+    torch.manual_seed(0)
+    linear = nn.Linear(C * H * W, CLASSES, bias=False)
+    model = nn.Sequential(nn.Flatten(), linear).eval()
+    images, targets = torch.rand(N, C, H, W), torch.arange(N) % CLASSES
+    images[0] = 0
+    maps, fractions, gray = torch.rand(N, H, W), [0.1, 0.5], torch.full((C,), 0.5)
+    change = removal_curves(model, nn.Identity(), images, targets, maps, fractions, order, mode, "mean",
+                            fill_mean=gray)  # fmt: skip
+    assert torch.isfinite(change).all()
+    with torch.no_grad():
+        logits = model(images).gather(1, targets.view(-1, 1)).squeeze(1)
+        assert logits[0] == 0 and (logits[1:] != 0).all()
+        for row, fraction in enumerate(fractions):
+            ranked = maps[0].flatten().argsort(descending=order == "morf")
+            k = round(fraction * H * W)
+            removed = ranked[:k] if mode == "deletion" else ranked[k:]  # gray there, black elsewhere
+            perturbed = torch.zeros(C, H * W)
+            perturbed[:, removed] = 0.5
+            absolute = model(perturbed.view(1, C, H, W))[0, targets[0]].abs()
+            assert change[row, 0].item() == pytest.approx(absolute.item(), rel=1e-5) and absolute > 0
+
+
 def test_which_direction_is_better():
     # What a faithful map does: MoRF deletion and LeRF insertion take the evidence away (large logit change,
     # low probability and accuracy); LeRF deletion and MoRF insertion keep it (the opposite).
