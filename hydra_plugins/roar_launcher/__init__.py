@@ -13,6 +13,7 @@ from typing import NamedTuple
 
 from hydra.core.utils import JobReturn
 from hydra_plugins.hydra_submitit_launcher.submitit_launcher import SlurmLauncher as SubmititSlurmLauncher
+from omegaconf import OmegaConf
 
 
 class LaunchError(ValueError):
@@ -75,12 +76,25 @@ class SlurmLauncher(SubmititSlurmLauncher):
     and, rerun, resumes from the stage cache and its last checkpoint."""
 
     def launch(self, job_overrides: Sequence[Sequence[str]], initial_job_idx: int) -> Sequence[JobReturn]:
+        from submitit.core.utils import FailedJobError, UncompletedJobError
+
         try:
             self.check()
         except LaunchError as error:
             print(f"roar: error: {error}", file=sys.stderr)
             sys.exit(2)
-        return super().launch(job_overrides, initial_job_idx)
+        try:
+            return super().launch(job_overrides, initial_job_idx)
+        except (FailedJobError, UncompletedJobError) as error:
+            # submitit's message is the failed job's whole log: its first line names the job, the log why.
+            first = next(
+                (line.strip() for line in str(error).splitlines() if line.strip()), type(error).__name__
+            )
+            logs = self.params["submitit_folder"]
+            print(f"roar: error: a SLURM job failed: {first}; its log is under {logs}; submit the same "
+                  "command again to resume (finished stages are reused, an interrupted fit continues from "
+                  "its last.ckpt)", file=sys.stderr)  # fmt: skip
+            sys.exit(1)
 
     def check(self) -> None:
         """Refuse a sweep whose jobs could never run as asked: a time limit within the requeue signal's
@@ -92,11 +106,21 @@ class SlurmLauncher(SubmititSlurmLauncher):
                 f"hydra.launcher.timeout_min: {self.params['timeout_min']} min does not outlast "
                 f"hydra.launcher.signal_delay_s ({delay_s} s): every job would be told to requeue at once"
             )
+        tasks, job_nodes = self.params.get("tasks_per_node") or 1, self.params.get("nodes") or 1
+        trainer = OmegaConf.select(self.config, "hydra.runtime.choices.trainer") if self.config else None
+        if tasks * job_nodes > 1 and trainer != "ddp":
+            raise LaunchError(
+                f"hydra.launcher: {job_nodes} node(s) x {tasks} task(s) per job with trainer={trainer}: "
+                "every task would run the whole job alone; use trainer=ddp, whose fits span the tasks"
+            )
         found = partition_nodes(self.params.get("partition"))
         if found is None:
             return
         partition, nodes = found
-        tasks = self.params.get("tasks_per_node") or 1
+        if job_nodes > len(nodes):
+            raise LaunchError(
+                f"hydra.launcher.nodes: {job_nodes}, but partition {partition} has {len(nodes)} node(s)"
+            )
         cpus = tasks * (self.params.get("cpus_per_task") or 1)
         gpus = self.params.get("gpus_per_node") or 0
         if self.params.get("mem_gb"):

@@ -18,6 +18,7 @@ from roar.conf import CONFIG_DIR, CONFIG_MODULE
 from roar.config import check_group_choices, check_writable, validate
 from roar.config.resolvers import register_resolvers
 from roar.errors import ConfigError
+from roar.runtime import distributed
 from roar.runtime.console import silence_known_warnings
 from roar.runtime.interrupt import Interrupted, interrupts_raise
 from roar.runtime.threads import apply_thread_policy
@@ -28,12 +29,14 @@ JOB_NAME = "app"
 
 
 def experiment(cfg: DictConfig) -> Path:
-    """Validate the configuration, set the thread count (roar/runtime/threads.py), then run its task
-    (`task=roar` by default); returns the run directory."""
+    """Validate the configuration, set the thread count (roar/runtime/threads.py), start the process group
+    of a multi-task job (roar/runtime/distributed.py), then run its task (`task=roar` by default); returns
+    the run directory."""
     silence_known_warnings()
     validate(cfg)
     apply_thread_policy()
     check_writable(cfg)
+    distributed.start(cfg.trainer)
     task = instantiate(cfg.task)
     try:
         return task(cfg)

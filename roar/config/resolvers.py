@@ -9,6 +9,7 @@ from roar.conf import options
 from roar.data.vision import image_folder
 from roar.removal import FILLS
 from roar.report.naming import run_and_group_name, unique_dir
+from roar.runtime.distributed import log_suffix, trainer_setting
 
 
 def register_resolvers() -> None:
@@ -23,3 +24,6 @@ def register_resolvers() -> None:
     # later shows up without anyone editing the help (tests/docs/test_drift.py).
     OmegaConf.register_new_resolver("roar_options", lambda group: ", ".join(options(group)), replace=True)
     OmegaConf.register_new_resolver("roar_fills", lambda: ", ".join(FILLS), replace=True)
+    # trainer=ddp across the tasks of a multi-task SLURM job, and each task's own log file there.
+    OmegaConf.register_new_resolver("roar_ddp", trainer_setting, replace=True)
+    OmegaConf.register_new_resolver("roar_rank_suffix", log_suffix, replace=True)

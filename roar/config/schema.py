@@ -201,6 +201,7 @@ class Model(Section):
 class Trainer(Section):
     accelerator: str = "cpu"
     devices: Annotated[Any, AfterValidator(_devices)] = "auto"
+    num_nodes: PositiveInt | None = None
     max_epochs: PositiveInt
     precision: str | int | None = None
     deterministic: bool | None = None

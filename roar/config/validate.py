@@ -52,6 +52,12 @@ def validate(cfg: DictConfig) -> None:
     problem = schema_error(values)
     if problem is not None:
         raise ConfigError(problem)
+    # A dataset whose files are not there (and are not to be downloaded) is refused now, before a run
+    # directory, a logger or a GPU is asked for; torchvision's classes say the same, later.
+    missing = dataset.get("datamodule", {}).get("missing")
+    root = dataset.get("root")
+    if missing and root and not dataset.get("download") and not Path(root).exists():
+        raise ConfigError(f"dataset: Dataset not found or corrupted; {missing}")
 
     methods = method_names(cfg)
     _check(bool(methods), "method: select at least one saliency method, e.g. method=[fullgrad,random]")

@@ -14,11 +14,13 @@ even by `kill -9` or preemption, so no stale lock can block a later job. A compu
 one left there (a training stage keeps its last checkpoint there); it is removed once the artifact is stored.
 
 Two kinds of artifact: a dict of tensors (`get_or_compute`: one `artifact.pt`, read once — checksummed from
-the bytes it is loaded from), and a directory of files a computation writes itself (`get_or_write`: the
-shards of the dataset store and of removal codes, `.npy` files read by memory map; each file has its
-checksum in the manifest, verified once per process, as it is opened). Many artifacts that several jobs
-need (every shard of a store) are filled together by `fill`: each job takes the ones no other job holds,
-then waits for the rest.
+the bytes it is loaded from), and directories of files a computation writes itself (`fill`: the shards of
+the dataset store and of removal codes, `.npy` files read by memory map; each file has its checksum in the
+manifest, verified once per process, as it is opened). `fill` writes many such artifacts together with any
+other job that needs them: each job takes the ones no other job holds, then waits for the rest.
+
+The tasks of one multi-task job (roar/runtime/distributed.py, `ranks`) compute a training together: rank 0
+takes the lock and decides, every rank runs the fit, rank 0 stores it and the others load it.
 """
 
 from __future__ import annotations
@@ -32,7 +34,7 @@ import shutil
 import socket
 import time
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
@@ -41,6 +43,7 @@ from typing import Any
 import torch
 from filelock import FileLock, Timeout
 
+from roar.runtime.distributed import Ranks
 from roar.runtime.files import UNREADABLE_TORCH_FILE, atomic_write, save_torch
 
 log = logging.getLogger(__name__)
@@ -85,7 +88,7 @@ def _identity(path: Path) -> tuple[str, int, int]:
 
 @dataclass(frozen=True)
 class FileArtifact:
-    """A stored directory of files (`get_or_write`): where they are, and the metadata their writer
+    """A stored directory of files (`fill`): where they are, and the metadata their writer
     returned (sizes, counts, statistics: whatever a reader needs before opening them)."""
 
     dir: Path
@@ -106,6 +109,8 @@ class Work:
 class StageCache:
     root: Path
     events: list[dict[str, str]] = field(default_factory=list)
+    # The tasks of this job (one, but for a multi-task SLURM job): who computes a stage `together`.
+    ranks: Ranks = field(default_factory=Ranks)
 
     def __post_init__(self):
         self.root = Path(self.root)
@@ -182,21 +187,6 @@ class StageCache:
         """Whether `stage` has an artifact for `spec` (its manifest is written last, so it is complete)."""
         return (self.directory(stage, spec_key(spec)) / MANIFEST).is_file()
 
-    def get_or_write(
-        self,
-        stage: str,
-        spec: dict[str, Any],
-        write: Callable[[Work], dict],
-        about: dict | None = None,
-        wait: bool = True,
-        record: bool = True,
-    ) -> FileArtifact | None:
-        """The directory artifact of `stage` for `spec`. `write(work)` runs only if no valid one exists:
-        it writes its files into `work.dir` and returns their metadata (JSON), which `FileArtifact.meta`
-        gives back. Without `wait`, None is returned at once where another job holds the lock (`fill` comes
-        back for it). `record=False` leaves stages.csv to the caller (`fill` writes one line for many)."""
-        return self._get(stage, spec, write, about, wait, record, files=True)
-
     def fill(
         self,
         stage: str,
@@ -231,7 +221,12 @@ class StageCache:
         return [found[i] for i in range(len(specs))]
 
     def get_or_compute(
-        self, stage: str, spec: dict[str, Any], compute: Callable[[Work], dict], about: dict | None = None
+        self,
+        stage: str,
+        spec: dict[str, Any],
+        compute: Callable[[Work], dict],
+        about: dict | None = None,
+        together: bool = False,
     ) -> dict:
         """The artifact of `stage` for `spec`; `compute(work)` runs only if no valid one exists.
 
@@ -241,8 +236,47 @@ class StageCache:
         The stage is recorded in `events` (stages.csv) with `about` (what a person reads the stage by:
         method, fraction, seed, fill), its key, whether it was computed, resumed (the computation says so:
         `work.resumed`) or reused, and the seconds it took, waiting for another job included.
+
+        `together`: a computation every task of this job takes part in (a DDP fit); with one task, as any.
         """
+        if together and self.ranks.world > 1:
+            return self._together(stage, spec, compute, about)
         return self._get(stage, spec, compute, about, wait=True, record=True, files=False)
+
+    def _together(self, stage, spec, compute, about) -> dict:
+        """`get_or_compute` over the tasks of a job: rank 0 reads the artifact, or takes the lock and
+        prepares the scratch directory; every rank computes (the fit spans them); rank 0 stores the result;
+        the others then load it."""
+        ranks, started = self.ranks, time.monotonic()
+        key = spec_key(spec)
+        directory, work = self.directory(stage, key), Work(self.directory(stage, key) / WORKDIR)
+        with ExitStack() as held:
+            artifact = None
+            if ranks.main:
+                artifact, _ = self._read(stage, key)
+                if artifact is None:
+                    directory.mkdir(parents=True, exist_ok=True)
+                    held.enter_context(self._lock(stage, key))  # other jobs wait for all of this job's tasks
+                    artifact, problem = self._read(stage, key)
+                    if problem is not None:
+                        log.warning("cache: %s/%s %s; recomputing", stage, key, problem)
+                    if artifact is None:
+                        self._prepare(directory, work)
+            status = ranks.broadcast("reused" if artifact is not None else "computed")
+            if status == "computed":
+                result = compute(work)
+                if ranks.main:
+                    artifact, checksums = self._store(result, directory, work)
+                    self._finish(stage, spec, directory, work, checksums)
+                status = ranks.broadcast("resumed" if work.resumed else "computed")
+        ranks.barrier()  # rank 0 has stored it (or found it)
+        if artifact is None:
+            artifact, problem = self._read(stage, key)
+            if artifact is None:
+                raise RuntimeError(f"cache: {stage}/{key}: rank 0 stored no usable artifact ({problem})")
+        self.events.append({"stage": stage, **(about or {}), "key": key, "status": status,
+                            "seconds": round(time.monotonic() - started, 2)})  # fmt: skip
+        return artifact
 
     def _get(self, stage, spec, compute, about, wait: bool, record: bool, files: bool):
         started = time.monotonic()
@@ -304,18 +338,28 @@ class StageCache:
             lock.release()
 
     def _compute(self, stage: str, spec: dict, directory: Path, work: Work, compute, store):
+        self._prepare(directory, work)
+        artifact, checksums = store(compute(work), directory, work)
+        self._finish(stage, spec, directory, work, checksums)
+        return artifact
+
+    @staticmethod
+    def _prepare(directory: Path, work: Work) -> None:
+        """Before a computation, under the lock: no manifest (the artifact is being replaced), no temporary
+        files of writers that died before their rename (here or in the work directory's checkpoints), a
+        scratch directory."""
         (directory / MANIFEST).unlink(missing_ok=True)
-        # Temporary files of writers that died before their rename (here or in the work directory's
-        # checkpoints): only the lock holder writes under this directory.
         for stale in directory.rglob(".*.tmp"):
             stale.unlink()
         work.dir.mkdir(exist_ok=True)
-        artifact, checksums = store(compute(work), directory, work)
+
+    @staticmethod
+    def _finish(stage: str, spec: dict, directory: Path, work: Work, checksums: dict) -> None:
+        """After the artifact is stored: the manifest, written last, then the scratch directory goes."""
         manifest = {"stage": stage, "spec": spec, **checksums, "format": FORMAT_VERSION}
         with atomic_write(directory / MANIFEST) as tmp:
             tmp.write_text(json.dumps(manifest, indent=2, default=str))
         shutil.rmtree(work.dir, ignore_errors=True)
-        return artifact
 
     @staticmethod
     def _store(artifact: dict, directory: Path, work: Work) -> tuple[dict, dict]:

@@ -46,6 +46,7 @@ def train_stage(
             None if spawned else fit_logger(logger, about["name"]),
         ),
         about,
+        together=True,  # a fit spans every task of a multi-task job (DDP)
     )
     if progress is not None:
         progress.cell(about["name"], cache.events[-1], trained)

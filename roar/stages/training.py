@@ -18,6 +18,7 @@ from roar.data import TensorDataModule
 from roar.models import ImageClassifier
 from roar.runtime.cache import Work
 from roar.runtime.console import interactive
+from roar.runtime.distributed import job_ranks
 from roar.runtime.files import UNREADABLE_TORCH_FILE, save_torch
 from roar.runtime.interrupt import Interrupted
 
@@ -165,6 +166,9 @@ def train_classifier(
     except Interrupted as interrupt:
         interrupt.kept.append(_kept(label, checkpoints / "last.ckpt", trainer.max_epochs))
         raise
+    if job_ranks().world > 1:  # one rank of a fit over a multi-task job's tasks
+        log.info("%s: %d optimizer steps on rank %d of %d", label, trainer.global_step, trainer.global_rank,
+                 trainer.world_size)  # fmt: skip
     # Read back from the kept checkpoint rather than from this process's objects: under DDP (spawn) training
     # runs in worker processes, and only the checkpoint's path comes back.
     kept = torch.load(best.best_model_path, map_location="cpu", weights_only=True)

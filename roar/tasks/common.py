@@ -19,6 +19,7 @@ from roar.errors import ConfigError
 from roar.report.naming import flat_config, in_multirun
 from roar.runtime.cache import StageCache
 from roar.runtime.console import GridProgress
+from roar.runtime.distributed import job_ranks
 from roar.runtime.files import atomic_write
 from roar.stages import check_methods, train_stage
 
@@ -50,16 +51,18 @@ class Run:
 def open_run(cfg: DictConfig, out: report.Outputs | None = None, cache: StageCache | None = None) -> Run:
     """The run directory, the stage cache, and the experiment logger with the configuration (started before
     any compute: a logger that cannot start fails first, and a W&B run is in the dashboard while the grid
-    trains). `out` describes the task's results, for the W&B seed runs of its curve."""
+    trains). `out` describes the task's results, for the W&B seed runs of its curve. In a multi-task job
+    only rank 0 has the logger (roar/runtime/distributed.py)."""
     run_dir = Path(cfg.paths.output_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
-    logger = instantiate(cfg.logger) if cfg.get("logger") else None
+    ranks = job_ranks()
+    logger = instantiate(cfg.logger) if cfg.get("logger") and ranks.main else None
     seed_curves = None
     if logger is not None:
         logger.log_hyperparams(flat_config(cfg))  # W&B: creates the run
         if isinstance(logger, WandbLogger) and out is not None and not in_multirun():
             seed_curves = report.SeedCurves(logger, out)
-    return Run(run_dir, cache or StageCache(Path(cfg.paths.cache_dir)), logger, seed_curves)
+    return Run(run_dir, cache or StageCache(Path(cfg.paths.cache_dir), ranks=ranks), logger, seed_curves)
 
 
 def majority_share(labels: torch.Tensor) -> float:
@@ -97,7 +100,9 @@ def base_model(
 
 
 def write_stages(run: Run) -> None:
-    """stages.csv: every stage the run needed, computed or reused."""
+    """stages.csv: every stage the run needed, computed or reused (rank 0's, in a multi-task job)."""
+    if not run.cache.ranks.main:
+        return
     with atomic_write(run.dir / "stages.csv") as tmp, open(tmp, "w", newline="") as f:
         writer = csv.DictWriter(f, fieldnames=STAGE_COLUMNS)
         writer.writeheader()
@@ -105,6 +110,8 @@ def write_stages(run: Run) -> None:
 
 
 def write_outputs(run: Run, rows: list[dict], out: report.Outputs) -> None:
-    """stages.csv, then the report `out` describes."""
+    """stages.csv, then the report `out` describes: by rank 0 alone in a multi-task job."""
     write_stages(run)
+    if not run.cache.ranks.main:
+        return
     report.publish(rows, run.dir, run.logger, outputs=out, seed_curves=run.seed_curves)

@@ -19,6 +19,7 @@ from roar.data import TensorDataModule
 from roar.errors import ConfigError
 from roar.runtime.cache import StageCache
 from roar.runtime.console import GridProgress
+from roar.runtime.distributed import job_ranks
 from roar.runtime.files import atomic_write
 from roar.stages import load_data
 from roar.stages.training import device_of, load_classifier
@@ -115,7 +116,7 @@ def run(cfg: DictConfig) -> Path:
     """The gallery PNG (`gallery.png`) of the first `explain.num_images` test images x the selected
     methods, and with `explain.logit_shares` the logit shares (`logit_shares.png`), written into the run
     directory (and to the logger where it takes images)."""
-    cache = StageCache(Path(cfg.paths.cache_dir))
+    cache = StageCache(Path(cfg.paths.cache_dir), ranks=job_ranks())
     datamodule = load_data(cfg, cache)
     check_options(cfg.explain, test_images=len(datamodule.splits["test"]))
     current = open_run(cfg, cache=cache)

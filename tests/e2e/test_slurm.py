@@ -4,8 +4,10 @@ hydra/launcher=slurm and its report, and a job told to requeue (USR2) that resum
 from __future__ import annotations
 
 import csv
+import os
 import re
 import shutil
+import signal
 import subprocess
 import sys
 import time
@@ -126,3 +128,94 @@ def test_a_request_larger_than_every_node_is_refused_before_submitting(tmp_path,
     )
     assert f"offers {cpus} CPUs, {memory_mb / 1024:.3g} GB of memory and 0 GPUs" in line
     assert not (tmp_path / "sweep" / ".submitit").exists()  # nothing was submitted
+
+
+# Every fit of a job as one DDP run over its two tasks (gloo on the CPU; sync_batchnorm needs CUDA).
+DDP = [*SLURM, "hydra.launcher.tasks_per_node=2", "hydra.launcher.mem_gb=4", "trainer=ddp",
+       "trainer.accelerator=cpu", "trainer.precision=32-true", "trainer.sync_batchnorm=false"]  # fmt: skip
+
+
+def _steps(log: Path) -> list[int]:
+    """The optimizer steps of each fit a rank's log reports."""
+    return [int(n) for n in re.findall(r": (\d+) optimizer steps on rank \d of 2", log.read_text())]
+
+
+def test_a_two_task_ddp_job_trains_every_fit_on_both_ranks_and_reports_once(tmp_path):
+    grid = ["method=random", "roar.fractions=[0.5]", "trainer.max_epochs=2"]
+    succeeded(run_command("roar", "-m", *DDP, *grid, "hydra.sweep.dir=sweep", cwd=tmp_path))
+    job = tmp_path / "sweep" / "0"
+    # Both ranks took part in both fits (the base model and the cell), each with half of the batches:
+    # digits' 1167 training images in batches of 128 are 10 steps an epoch in one process, 5 per rank.
+    assert _steps(job / "app.log") == _steps(job / "app.rank1.log") == [10, 10]
+    # One report, one W&B run, each stage computed once.
+    assert (job / "results.csv").is_file() and not list(job.glob("results.rank*"))
+    assert len(list((job / "wandb").glob("offline-run-*"))) == 1
+    with open(job / "stages.csv") as f:
+        stages = list(csv.DictReader(f))
+    assert [s["status"] for s in stages if s["stage"] == "train"] == ["computed", "computed"]
+    shards = [m for m in (tmp_path / "cache" / "saliency").glob("*/manifest.json")]
+    assert (
+        len(shards) == 3
+    )  # the codes of train, val and test: one shard each, written by one rank or the other
+    computed = sum(
+        int(n)
+        for log in (job / "app.log", job / "app.rank1.log")
+        for n in re.findall(r"removal codes \(\w+\) \(1 shard, (\d) computed here\)", log.read_text())
+    )
+    assert computed == 3  # fmt: skip
+
+
+def _rank_pid(job_id: str, rank: int) -> int | None:
+    """The pid of the Python process of task `rank` of SLURM job `job_id` on this machine."""
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            env = dict(v.split("=", 1) for v in (entry / "environ").read_text().split("\0") if "=" in v)
+            command = (entry / "cmdline").read_text()
+        except OSError:
+            continue
+        if (env.get("SLURM_JOB_ID"), env.get("SLURM_PROCID")) == (
+            job_id,
+            str(rank),
+        ) and "submitit" in command:
+            return int(entry.name)
+    return None
+
+
+def test_a_rank_killed_mid_fit_fails_the_job_in_one_line_and_the_job_submitted_again_resumes(tmp_path):
+    cell = [*DDP, "method=random", "roar.fractions=[0.5]", "trainer.max_epochs=8", "logger=none"]
+    roar = str(Path(sys.executable).parent / "roar")
+    sweep = subprocess.Popen([roar, "-m", *cell, "hydra.sweep.dir=sweep"], cwd=tmp_path,
+                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)  # fmt: skip
+    deadline = time.time() + 300
+    while not list(tmp_path.glob("cache/train/*/work/checkpoints/last.ckpt")):
+        assert sweep.poll() is None and time.time() < deadline, "the job ended before a rank could be killed"
+        time.sleep(0.05)
+    (job,) = [p.name for p in (tmp_path / "sweep" / ".submitit").iterdir() if p.name.isdigit()]
+    pid = _rank_pid(job, 1)
+    assert pid is not None
+    os.kill(pid, signal.SIGKILL)
+    assert sweep.wait(timeout=600) == 1
+    (line,) = sweep.stderr.read().strip().splitlines()
+    assert line.startswith("roar: error: a SLURM job failed: ") and "submit the same command again" in line
+
+    resumed = succeeded(run_command("roar", "-m", *cell, "hydra.sweep.dir=sweep", cwd=tmp_path))
+    assert resumed.returncode == 0
+    assert "resuming from" in (tmp_path / "sweep" / "0" / "app.log").read_text()
+    fresh = tmp_path / "fresh"
+    fresh.mkdir()
+    succeeded(run_command("roar", "-m", *cell, "hydra.sweep.dir=sweep", cwd=fresh))
+    # The same weights as a job never interrupted: the same results.
+    assert (tmp_path / "sweep" / "0" / "results.csv").read_text() == (
+        fresh / "sweep" / "0" / "results.csv"
+    ).read_text()
+
+
+def test_several_tasks_without_a_ddp_trainer_are_refused_before_submitting(tmp_path):
+    done = run_command("roar", "-m", *SLURM, "hydra.launcher.tasks_per_node=2", "method=random,fullgrad",
+                       "hydra.sweep.dir=sweep", cwd=tmp_path)  # fmt: skip
+    assert done.returncode == 2, done.stderr[-3000:]
+    (line,) = done.stderr.strip().splitlines()
+    assert line.startswith("roar: error: hydra.launcher: 1 node(s) x 2 task(s) per job with trainer=cpu")
+    assert not (tmp_path / "sweep" / ".submitit").exists()
