@@ -5,6 +5,7 @@ import csv
 import captum.attr
 import pytest
 import torch
+from captum._utils.models.linear_model import SkLearnRidge
 from torch import nn
 
 from roar import saliency
@@ -66,6 +67,74 @@ def test_method_by_name_gives_finite_maps_and_leaves_the_model_as_it_was(name, m
     after = _state(model)
     assert before[1:] == after[1:]
     assert all(torch.equal(before[0][k], after[0][k]) for k in before[0])
+
+
+def _patches(images: torch.Tensor) -> torch.Tensor:
+    """The 16 patches of 2 x 2 pixels of 8 x 8 images, numbered row by row: patch: 0.25, built by hand."""
+    rows, columns = torch.meshgrid(torch.arange(8) // 2, torch.arange(8) // 2, indexing="ij")
+    return (rows * 4 + columns).expand(len(images), 1, 8, 8).contiguous()
+
+
+def _seeded(call, seed: int = 0):
+    """`call()` with torch's global RNG seeded for it, restored afterwards (Captum samples from it)."""
+    with torch.random.fork_rng():
+        torch.manual_seed(seed)
+        return call()
+
+
+PATCHES = {"features": "patch", "patch": 0.25}
+# Each method by name (with these parameters) against Captum's own class called directly on the same model,
+# inputs and targets: the same attribution, reduced as ROAR ranks it (|.| summed over channels).
+DIRECT = {
+    "deeplift": ({}, lambda m, x, t: captum.attr.DeepLift(m).attribute(x, target=t)),
+    "deconvolution": ({}, lambda m, x, t: captum.attr.Deconvolution(m).attribute(x, target=t)),
+    # the default layer of the small CNN: its last ReLU ("6"), the last module with a 2 x 2 output
+    "guided_gradcam": ({}, lambda m, x, t: captum.attr.GuidedGradCam(m, m[6]).attribute(
+        x, target=t, interpolate_mode="bilinear")),
+    # window and stride 0.125 of 8 pixels: one pixel, every channel
+    "occlusion": ({}, lambda m, x, t: captum.attr.Occlusion(m).attribute(
+        x, target=t, sliding_window_shapes=(3, 1, 1), strides=(3, 1, 1))),
+    "feature_ablation": (PATCHES, lambda m, x, t: captum.attr.FeatureAblation(m).attribute(
+        x, target=t, feature_mask=_patches(x))),
+    "shapley_value_sampling": ({**PATCHES, "n_samples": 2, "seed": 3}, lambda m, x, t: _seeded(
+        lambda: captum.attr.ShapleyValueSampling(m).attribute(x, target=t, feature_mask=_patches(x),
+                                                              n_samples=2), seed=3)),
+    "lime": ({**PATCHES, "n_samples": 12, "seed": 3}, lambda m, x, t: _seeded(
+        lambda: captum.attr.Lime(m, interpretable_model=SkLearnRidge(alpha=1.0)).attribute(
+            x, target=t, feature_mask=_patches(x), n_samples=12), seed=3)),
+    "kernel_shap": ({**PATCHES, "n_samples": 12, "seed": 3}, lambda m, x, t: _seeded(
+        lambda: captum.attr.KernelShap(m).attribute(x, target=t, feature_mask=_patches(x), n_samples=12),
+        seed=3)),
+}  # fmt: skip
+
+
+@pytest.mark.parametrize("name", DIRECT)
+def test_method_by_name_equals_captums_own_call(name):
+    model = MODELS["small_cnn"][0]()
+    images = torch.randn(2, 3, 8, 8, generator=torch.Generator().manual_seed(1))
+    targets = torch.tensor([1, 7])
+    params, direct = DIRECT[name]
+    maps = saliency.create(name, model, **params).pixel_maps(images, targets)
+    expected = direct(model, images.clone().requires_grad_(), targets).detach().abs().sum(1)
+    assert expected.abs().sum() > 0
+    torch.testing.assert_close(maps, expected)
+
+
+def test_gradient_shap_equals_captums_on_a_linear_model():
+    # Both draw references and interpolation points at random, from different generators; on a linear model
+    # every point has the same gradient, so with the zero reference (no noise) both are exactly w_t * x
+    # whatever they draw.
+    model = nn.Sequential(nn.Flatten(), nn.Linear(3 * 8 * 8, 10)).eval()
+    images, targets = torch.randn(2, 3, 8, 8), torch.tensor([1, 7])
+    maps = saliency.create("gradient_shap", model, n_samples=3, n_references=1, noise_level=0.0).pixel_maps(
+        images, targets
+    )
+    expected = captum.attr.GradientShap(model).attribute(
+        images.clone().requires_grad_(), torch.zeros(1, 3, 8, 8), target=targets, n_samples=3
+    )
+    torch.testing.assert_close(maps, expected.detach().abs().sum(1))
+    weights = model[1].weight[targets].detach().view(2, 3, 8, 8)
+    torch.testing.assert_close(maps, (images * weights).abs().sum(1))
 
 
 def test_deeplift_untangles_reused_activations_and_sums_to_the_logit_difference():
