@@ -51,8 +51,8 @@ class GeluInForward(nn.Module):
 
 def test_a_model_fullgrad_cannot_decompose_is_refused_before_training(tmp_path):
     cfg = compose_config(
-        tmp_path, "model.net._target_=tests.config.test_input_checks.GeluInForward", "method=[random,fullgrad]",
-        "logger=none",
+        tmp_path, "model.net._target_=tests.config.test_input_checks.GeluInForward",
+        "method=[random,fullgrad]", "logger=none",
     )  # fmt: skip
     with pytest.raises(ConfigError) as refused:
         experiment(cfg)
