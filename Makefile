@@ -10,7 +10,7 @@ export UV_PYTHON_DOWNLOADS := never
 # also where PYTHONDONTWRITEBYTECODE is set.
 export UV_COMPILE_BYTECODE := 1
 
-.PHONY: install demo test test-all test-slurm slurm-up slurm-down bench lint clean
+.PHONY: install demo test test-all test-slow test-slurm slurm-up slurm-down bench figures figures-check lint clean
 
 $(UV):
 	$(PYTHON) -m venv .uv
@@ -31,8 +31,12 @@ demo: install
 	$(VENV)/bin/roar experiment=digits
 
 test: install
-	$(VENV)/bin/ruff check roar hydra_plugins tests benchmarks examples
+	$(VENV)/bin/ruff check roar hydra_plugins tests benchmarks examples scripts
 	$(VENV)/bin/pytest -m "not slow"
+
+# The tests marked slow alone (.ci/run runs them after make test).
+test-slow: install
+	$(VENV)/bin/pytest -m slow
 
 test-all: install
 	$(VENV)/bin/pytest
@@ -50,9 +54,17 @@ slurm-down:
 bench: $(VENV)/.bench-installed
 	$(VENV)/bin/python -m benchmarks
 
+# Every figure and summary under docs/ regenerated from real runs (scripts/figures/, docs/figures.md).
+figures: install
+	scripts/figures/all.sh docs
+
+# The same runs into a temporary directory; fails where a committed number differs from what they give.
+figures-check: install
+	scripts/figures/check.sh
+
 lint: install
-	$(VENV)/bin/ruff check roar hydra_plugins tests benchmarks examples
-	$(VENV)/bin/ruff format --check roar hydra_plugins tests benchmarks examples
+	$(VENV)/bin/ruff check roar hydra_plugins tests benchmarks examples scripts
+	$(VENV)/bin/ruff format --check roar hydra_plugins tests benchmarks examples scripts
 
 clean:
 	rm -rf $(VENV) .uv outputs multirun cache wandb

@@ -5,13 +5,14 @@ import csv
 import captum.attr
 import pytest
 import torch
+from captum._utils.models.linear_model import SkLearnRidge
 from torch import nn
 
 from roar import saliency
 from roar.cli.app import experiment
 from roar.models import SmallCNN, resnet18_cifar
 from roar.saliency.perturbation import patch_mask, superpixel_mask
-from roar.saliency.reference import DeepLift, untangled
+from roar.saliency.reference import DeepLift, max_unpool_allowed, untangled
 from tests.conftest import compose_config
 
 METHODS = ["deeplift", "deeplift_shap", "gradient_shap", "deconvolution", "guided_gradcam", "occlusion",
@@ -68,6 +69,80 @@ def test_method_by_name_gives_finite_maps_and_leaves_the_model_as_it_was(name, m
     assert all(torch.equal(before[0][k], after[0][k]) for k in before[0])
 
 
+def _patches(images: torch.Tensor) -> torch.Tensor:
+    """The 16 patches of 2 x 2 pixels of 8 x 8 images, numbered row by row: patch: 0.25, built by hand."""
+    rows, columns = torch.meshgrid(torch.arange(8) // 2, torch.arange(8) // 2, indexing="ij")
+    return (rows * 4 + columns).expand(len(images), 1, 8, 8).contiguous()
+
+
+def _seeded(call, seed: int = 0):
+    """`call()` with torch's global RNG seeded for it, restored afterwards (Captum samples from it)."""
+    with torch.random.fork_rng():
+        torch.manual_seed(seed)
+        return call()
+
+
+def _unpool_allowed(call):
+    with max_unpool_allowed():
+        return call()
+
+
+PATCHES = {"features": "patch", "patch": 0.25}
+# Each method by name (with these parameters) against Captum's own class called directly on the same model,
+# inputs and targets: the same attribution, reduced as ROAR ranks it (|.| summed over channels).
+DIRECT = {
+    # under the deterministic algorithms an earlier fit may have left on, Captum's max-pool rule would raise
+    "deeplift": ({}, lambda m, x, t: _unpool_allowed(lambda: captum.attr.DeepLift(m).attribute(x, target=t))),
+    "deconvolution": ({}, lambda m, x, t: captum.attr.Deconvolution(m).attribute(x, target=t)),
+    # the default layer of the small CNN: its last ReLU ("6"), the last module with a 2 x 2 output
+    "guided_gradcam": ({}, lambda m, x, t: captum.attr.GuidedGradCam(m, m[6]).attribute(
+        x, target=t, interpolate_mode="bilinear")),
+    # window and stride 0.125 of 8 pixels: one pixel, every channel
+    "occlusion": ({}, lambda m, x, t: captum.attr.Occlusion(m).attribute(
+        x, target=t, sliding_window_shapes=(3, 1, 1), strides=(3, 1, 1))),
+    "feature_ablation": (PATCHES, lambda m, x, t: captum.attr.FeatureAblation(m).attribute(
+        x, target=t, feature_mask=_patches(x))),
+    "shapley_value_sampling": ({**PATCHES, "n_samples": 2, "seed": 3}, lambda m, x, t: _seeded(
+        lambda: captum.attr.ShapleyValueSampling(m).attribute(x, target=t, feature_mask=_patches(x),
+                                                              n_samples=2), seed=3)),
+    "lime": ({**PATCHES, "n_samples": 12, "seed": 3}, lambda m, x, t: _seeded(
+        lambda: captum.attr.Lime(m, interpretable_model=SkLearnRidge(alpha=1.0)).attribute(
+            x, target=t, feature_mask=_patches(x), n_samples=12), seed=3)),
+    "kernel_shap": ({**PATCHES, "n_samples": 12, "seed": 3}, lambda m, x, t: _seeded(
+        lambda: captum.attr.KernelShap(m).attribute(x, target=t, feature_mask=_patches(x), n_samples=12),
+        seed=3)),
+}  # fmt: skip
+
+
+@pytest.mark.parametrize("name", DIRECT)
+def test_method_by_name_equals_captums_own_call(name):
+    model = MODELS["small_cnn"][0]()
+    images = torch.randn(2, 3, 8, 8, generator=torch.Generator().manual_seed(1))
+    targets = torch.tensor([1, 7])
+    params, direct = DIRECT[name]
+    maps = saliency.create(name, model, **params).pixel_maps(images, targets)
+    expected = direct(model, images.clone().requires_grad_(), targets).detach().abs().sum(1)
+    assert expected.abs().sum() > 0
+    torch.testing.assert_close(maps, expected)
+
+
+def test_gradient_shap_equals_captums_on_a_linear_model():
+    # Both draw references and interpolation points at random, from different generators; on a linear model
+    # every point has the same gradient, so with the zero reference (no noise) both are exactly w_t * x
+    # whatever they draw.
+    model = nn.Sequential(nn.Flatten(), nn.Linear(3 * 8 * 8, 10)).eval()
+    images, targets = torch.randn(2, 3, 8, 8), torch.tensor([1, 7])
+    maps = saliency.create("gradient_shap", model, n_samples=3, n_references=1, noise_level=0.0).pixel_maps(
+        images, targets
+    )
+    expected = captum.attr.GradientShap(model).attribute(
+        images.clone().requires_grad_(), torch.zeros(1, 3, 8, 8), target=targets, n_samples=3
+    )
+    torch.testing.assert_close(maps, expected.detach().abs().sum(1))
+    weights = model[1].weight[targets].detach().view(2, 3, 8, 8)
+    torch.testing.assert_close(maps, (images * weights).abs().sum(1))
+
+
 def test_deeplift_untangles_reused_activations_and_sums_to_the_logit_difference():
     model = MODELS["resnet18_cifar"][0]()
     # Captum's DeepLift refuses a model that calls one ReLU module twice (every torchvision ResNet block).
@@ -100,9 +175,9 @@ def test_deeplift_shap_equals_captums_with_the_same_references():
     images, targets = torch.randn(3, 3, 8, 8), torch.tensor([0, 1, 2])
     ours = saliency.DeepLiftShap(model, n_references=4, seed=3)
     references = saliency.DeepLiftShap(model, n_references=4, seed=3).references(images)
-    expected = captum.attr.DeepLiftShap(model).attribute(
+    expected = _unpool_allowed(lambda: captum.attr.DeepLiftShap(model).attribute(
         images.clone().requires_grad_(), references, target=targets
-    )
+    ))  # fmt: skip
     torch.testing.assert_close(ours.attribute(images.clone().requires_grad_(), targets), expected.detach())
 
 

@@ -1,6 +1,6 @@
 """FullGrad beyond piecewise-linear networks: implicit biases b = m(z) - J_m(z) z of every non-linear module,
 units taken whole, free parameters; checked against full Jacobians computed by brute force, on the five
-modern torchvision architectures, and bit for bit against the maps FullGrad gave ReLU networks before."""
+modern torchvision architectures, and against the maps FullGrad gave ReLU networks before."""
 
 import copy
 import csv
@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 import torch
+import torch.nn.functional as F
 import torchvision
 from torch import nn
 from torch.nn.attention import SDPBackend, sdpa_kernel
@@ -20,7 +21,7 @@ from roar.saliency import FullGrad, SimpleFullGrad, SmoothFullGrad, full_gradien
 from roar.saliency.decomposition import LayerCall
 from roar.saliency.fullgrad import feature_maps, rescaled_channel_sum
 from tests.conftest import compose_config
-from tests.saliency.test_fullgrad import model_named, random_batch
+from tests.saliency.test_fullgrad import model_named, naive_psi, random_batch
 
 TOLERANCE = {torch.float32: 1e-4, torch.float64: 1e-10}
 REFERENCE_MAPS = Path(__file__).with_name("fullgrad_relu_maps.pt")
@@ -52,7 +53,8 @@ def randomize(model: nn.Module, seed: int = 0) -> nn.Module:
 
 
 def brute_force_terms(model: nn.Module, x: torch.Tensor, target: torch.Tensor, units: list[nn.Module]):
-    """(f, input term (N,), {(module, call index): term (N,)}): each unit's call is replayed from clones
+    """(f, input term grad_x f * x, {(module, call index): term grad_out f * b, shaped as the call's
+    output}), per element: each unit's call is replayed from clones
     of its inputs (taken before it runs: in-place units overwrite them), its full Jacobian J taken by
     torch.autograd.functional.jacobian, b = m(z) - J z."""
     inputs, outputs = [], []
@@ -88,8 +90,8 @@ def brute_force_terms(model: nn.Module, x: torch.Tensor, target: torch.Tensor, u
         bias = value - linear.view_as(value)
         index = counts.get(module, 0)
         counts[module] = index + 1
-        terms[module, index] = (grad * bias).flatten(1).sum(1)
-    return f.detach(), (input_grad * x).flatten(1).sum(1).detach(), terms
+        terms[module, index] = grad * bias
+    return f.detach(), (input_grad * x).detach(), terms
 
 
 def parameter_term(model: nn.Module, name: str, x: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
@@ -147,6 +149,8 @@ def test_each_term_equals_the_brute_force_one(unit):
     units = [m for m in model.modules() if m is unit or isinstance(m, (nn.Conv2d, nn.Linear))]
     units = [m for m in units if not any(m in set(u.modules()) - {u} for u in units)]  # none inside another
     f, input_term, brute = brute_force_terms(model, x, target, units)
+    input_term = input_term.flatten(1).sum(1)
+    brute = {call: term.flatten(1).sum(1) for call, term in brute.items()}
     torch.testing.assert_close(input_term + sum(brute.values()), f, rtol=1e-10, atol=0)  # brute force holds
 
     terms = full_gradient_terms(model, x, target)
@@ -158,6 +162,34 @@ def test_each_term_equals_the_brute_force_one(unit):
     torch.testing.assert_close(terms.input.flatten(1).sum(1), input_term, rtol=1e-10, atol=1e-12)
     torch.testing.assert_close(terms.output, f, rtol=1e-12, atol=0)  # ours: the fused attention kernel
     assert abs(brute[unit, 0]).max() > 1e-3  # the unit's implicit bias is there to be found
+
+
+@pytest.mark.parametrize("rescale", ["layer", "channel"])
+def test_maps_with_implicit_biases_are_psi_of_the_brute_force_terms_upsampled_and_summed(rescale):
+    # GELU, SiLU and LayerNorm (implicit biases), a pooling that halves the grid (the map upsamples those
+    # terms), a linear head (its term, on the logits, lies nowhere on the image). The expected map is the
+    # authors' aggregation, computed independently: psi of each brute-force term (naive_psi), every channel
+    # upsampled bilinearly to the image, summed with psi of the input term.
+    torch.manual_seed(0)
+    model = randomize(nn.Sequential(
+        nn.Conv2d(2, 4, 3, padding=1), nn.GELU(), nn.AvgPool2d(2), nn.Conv2d(4, 4, 1), LayerNorm2d(4),
+        nn.SiLU(), nn.Flatten(), nn.Linear(36, 3),
+    )).double()  # fmt: skip
+    x = torch.randn(3, 2, 6, 6, generator=torch.Generator().manual_seed(1), dtype=torch.float64) * 3
+    target = torch.tensor([0, 1, 2])
+    units = [m for m in model if not isinstance(m, (nn.AvgPool2d, nn.Flatten))]
+    f, input_term, terms = brute_force_terms(model, x, target, units)
+    on_image = [term for term in terms.values() if term.ndim == x.ndim]
+    assert len(on_image) == 5 and {term.shape[-1] for term in on_image} == {6, 3}
+    expected = naive_psi(input_term, rescale).sum(1, keepdim=True)
+    for term in on_image:
+        upsampled = F.interpolate(naive_psi(term, rescale), x.shape[2:], mode="bilinear", align_corners=True)
+        expected += upsampled.sum(1, keepdim=True)
+    maps = FullGrad(model, rescale=rescale).attribute(x, target)
+    torch.testing.assert_close(maps, expected, rtol=1e-10, atol=1e-10)
+    # GELU's, LayerNorm's and SiLU's terms weigh in the expected map: leaving one out would break the equality
+    implicit = [terms[m, 0] for m in (model[1], model[4], model[5])]
+    assert min(naive_psi(t, rescale).sum(1).amax().item() for t in implicit) > 0.5
 
 
 def test_inplace_units_run_out_of_place_and_get_their_flag_back():
@@ -242,26 +274,47 @@ def test_feature_maps_layouts():
     assert feature_maps(torch.randn(2, 7, 8), implicit, image) is None  # 7 tokens fill no square grid
 
 
-# --- ReLU networks: the maps of before, bit for bit
+# --- ReLU networks: the maps of before
+
+
+# Per map, the largest difference allowed, as a fraction of the reference map's maximum. A float32 computation
+# on another CPU (other kernels, other summation orders) differs from this machine's by up to about twice
+# either one's distance from the exact maps; measured against float64 here, that distance is at most 4.7e-7 of
+# the maximum with psi over the whole layer, and 1.1e-3 with psi per channel, whose division by a channel's
+# span amplifies rounding where a channel's values nearly coincide. The tolerances leave 10x and 4.5x that
+# margin. Leaving out one layer's term moves the layer-rescaled maps by at least 5.3e-3 of their maximum, and
+# the channel-rescaled maps of small_cnn and vgg11_bn by at least 0.16; ResNet-18's channel-rescaled map moves
+# by only 1e-4, inside its own float32 noise, so for it this test is coarse (test_fullgrad.py checks those
+# maps exactly, in float64, against a naive implementation). SmoothFullGrad's noise comes from a seeded CPU
+# generator: the same draws everywhere.
+RELU_MAP_TOLERANCE = {
+    "fullgrad": 1e-5, "fullgrad_channel": 1e-2, "simple_fullgrad": 1e-5, "smooth_fullgrad": 1e-5,
+}  # fmt: skip
 
 
 @pytest.mark.parametrize("name", ["small_cnn", "resnet18", "vgg11_bn"])
-def test_relu_networks_give_the_maps_they_gave_before_bit_for_bit(name):
+def test_relu_networks_give_the_maps_they_gave_before(name):
     """tests/saliency/fullgrad_relu_maps.pt holds the maps of the implementation before implicit biases
-    (commit 21b9b08), computed on this project's development machine with one thread."""
+    (commit 21b9b08), computed with one thread by `python -m scripts.fullgrad_relu_maps` (bit for bit what
+    this project's development machine gives today)."""
     reference = torch.load(REFERENCE_MAPS)
     model, x = model_named(name), random_batch(name)
     target = torch.arange(len(x)) % 3
-    assert torch.equal(FullGrad(model).attribute(x, target), reference[f"{name}/fullgrad"])
-    assert torch.equal(
-        FullGrad(model, rescale="channel").attribute(x, target), reference[f"{name}/fullgrad_channel"]
-    )
-    assert torch.equal(SimpleFullGrad(model).attribute(x, target), reference[f"{name}/simple_fullgrad"])
-    assert torch.equal(
-        SmoothFullGrad(model, num_samples=2).attribute(x, target), reference[f"{name}/smooth_fullgrad"]
-    )
+    methods = {
+        "fullgrad": FullGrad(model),
+        "fullgrad_channel": FullGrad(model, rescale="channel"),
+        "simple_fullgrad": SimpleFullGrad(model),
+        "smooth_fullgrad": SmoothFullGrad(model, num_samples=2),
+    }
+    for key, method in methods.items():
+        expected = reference[f"{name}/{key}"]
+        atol = RELU_MAP_TOLERANCE[key] * expected.abs().max().item()
+        torch.testing.assert_close(method.attribute(x, target), expected, rtol=0, atol=atol, msg=key)
+    # The completeness delta is rounding noise: both this one and the reference's lie within float32's
+    # completeness tolerance of zero (TOLERANCE: 1e-4 of the logit), so within twice that of each other.
     delta = FullGrad(model).attribute(x, target, return_convergence_delta=True)[1]
-    assert torch.equal(delta, reference[f"{name}/delta"])
+    logits = model(x).gather(1, target.view(-1, 1)).squeeze(1).detach()
+    assert ((delta - reference[f"{name}/delta"]).abs() <= 2 * TOLERANCE[torch.float32] * logits.abs()).all()
 
 
 # --- full-gradients as data

@@ -6,13 +6,14 @@ import torch
 import torch.nn.functional as F
 from hydra.utils import instantiate
 from pytorch_lightning import Trainer
+from torch import nn
 
 from roar.config import ConfigError, validate
 from roar.data import RandomCropFlip, Split, TensorDataModule
 from roar.removal import mask_of_codes, removal_codes, replace_pixels
 from roar.runtime.cache import StageCache, Work
-from roar.stages import removed_datamodule
-from roar.stages.training import train_classifier
+from roar.stages import removed_datamodule, training
+from roar.stages.training import build_classifier, train_classifier
 from tests import dataset_files
 from tests.conftest import compose_config
 
@@ -111,17 +112,70 @@ def _tiny_mnist(tmp_path, *overrides):
     return cfg, datamodule
 
 
-def test_channels_last_bf16_training_with_augmentation_and_removal_on_the_cpu(tmp_path):
-    cfg, dm = _tiny_mnist(
-        tmp_path, "model.memory_format=channels_last", "trainer.precision=bf16-mixed",
-        "+dataset.datamodule.augment={_target_: roar.data.RandomCropFlip, padding: 2, flip: false}",
+class _FitProbe:
+    """Records, at every training-time call of the network's first conv, the autocast state, the dtype of
+    its output and the memory format of its input and weight: what the fit really ran with."""
+
+    def __init__(self, net: nn.Module):
+        self.calls: list[dict] = []
+        next(m for m in net.modules() if isinstance(m, nn.Conv2d)).register_forward_hook(self._record)
+
+    def _record(self, conv, args, output):
+        if conv.training:  # the fit's training steps, not validation, test or the per-image test pass
+            self.calls.append({
+                "autocast": torch.is_autocast_enabled("cpu") and torch.get_autocast_dtype("cpu"),
+                "output": output.dtype,
+                "input_channels_last": args[0].is_contiguous(memory_format=torch.channels_last),
+                "weight_channels_last": conv.weight.is_contiguous(memory_format=torch.channels_last),
+            })  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    ("memory_format", "precision", "augment", "expected"),
+    [
+        ("channels_last", "bf16-mixed", "{_target_: roar.data.RandomCropFlip, padding: 2, flip: true}",
+         (torch.bfloat16, torch.bfloat16, True)),
+        # The contrast, which shows that the probe tells them apart. Without augmentation: RandomCropFlip
+        # returns its batch channels-last, whatever memory_format says.
+        ("contiguous", "32-true", "null", (False, torch.float32, False)),
+    ],
+)  # fmt: skip
+def test_training_runs_in_the_precision_and_memory_format_configured(
+    tmp_path, monkeypatch, memory_format, precision, augment, expected
+):
+    # Three channels: a one-channel batch is channels-last and contiguous at once, so only colour images
+    # show which layout the fit gave its input.
+    dataset_files.write_image_folder(tmp_path / "data", classes=4, train=160, test=32, size=16)
+    cfg = compose_config(
+        tmp_path, "dataset=imagefolder", f"dataset.root={tmp_path / 'data'}", "dataset.num_classes=4",
+        "dataset.channels=3", "dataset.image_size=16",
+        "dataset.datamodule.read_workers=0", "dataset.datamodule.batch_size=32", "trainer.max_epochs=2",
+        f"model.memory_format={memory_format}", f"trainer.precision={precision}",
+        f"dataset.datamodule.augment={augment}",
     )  # fmt: skip
-    codes = {name: removal_codes(torch.rand(len(split), 28, 28)) for name, split in dm.splits.items()}
+    dm = instantiate(cfg.dataset.datamodule)
+    dm.prepare(StageCache(tmp_path / "cache"), {}, "memory")
+    probes = []
+
+    def probed(model_cfg):
+        classifier = build_classifier(model_cfg)
+        probes.append(_FitProbe(classifier.net))
+        return classifier
+
+    monkeypatch.setattr(training, "build_classifier", probed)
+    codes = {name: removal_codes(torch.rand(len(split), 16, 16)) for name, split in dm.splits.items()}
     modified = removed_datamodule(dm, codes, fraction=0.3, seed=0)
     trained = train_classifier(cfg.model, cfg.trainer, modified, 0, Work(tmp_path / "work"), "test")
-    assert 0 <= trained["val_acc"] <= 1 and 0 <= trained["test_acc"] <= 1
+    # The fit's classifier and the one test_correctness loads the kept weights into (eval mode: no calls).
+    calls = [call for probe in probes for call in probe.calls]
+    autocast, output, channels_last = expected
+    assert len(calls) == 2 * len(modified.train_dataloader())  # every training step of both epochs
+    for call in calls:
+        assert (call["autocast"], call["output"]) == (autocast, output)
+        assert call["input_channels_last"] == call["weight_channels_last"] == channels_last
     weights = trained["state_dict"]["net.0.weight"]
     assert weights.dtype == torch.float32  # mixed precision keeps float32 weights
+    assert 0 <= trained["val_acc"] <= 1 and 0 <= trained["test_acc"] <= 1
 
 
 @pytest.mark.slow
