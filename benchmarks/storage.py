@@ -153,6 +153,7 @@ def ranking_overhead(folder: Path, cache: Path, images: int = 256, rounds: int =
 
     cfg = config(*PIPELINE, f"dataset.root={folder}", "dataset.storage=shards")
     datamodule = load_data(cfg, StageCache(cache))
+    images = min(images, len(datamodule.splits["train"]))
     torch.manual_seed(0)
     explainer = saliency.create("fullgrad", SmallCNN(3, CLASSES, (16, 32, 32)).eval())
     variants = {"maps": None, "codes": 0}

@@ -16,10 +16,11 @@ noise (drawn batch by batch) is then the same either way.
 from __future__ import annotations
 
 import logging
+import zlib
 from functools import cache as once
 
 import torch
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 from tqdm.auto import tqdm
 
 from roar import saliency
@@ -27,6 +28,7 @@ from roar.data import TensorDataModule
 from roar.data.arrays import Rows, ShardedArray, shard_bounds, shard_rows, write_npy
 from roar.data.datamodule import SPLITS
 from roar.removal import removal_codes
+from roar.removal.keys import MASK32, mix32
 from roar.runtime.cache import StageCache, Work, spec_key
 from roar.runtime.console import outcome
 from roar.stages.specs import method_reduction, saliency_spec
@@ -67,9 +69,24 @@ def explain_rows(
     return torch.cat(out)
 
 
-def explainer_of(cfg: DictConfig, method: str, base: dict) -> saliency.PixelSaliency:
-    net = load_classifier(cfg.model, base).net.to(device_of(cfg.trainer))
-    return saliency.create(cfg.method[method], net, reduce=method_reduction(cfg, method))
+def shard_seed(seed: int, split: str, shard: int) -> int:
+    """The seed a seeded method (random, SmoothGrad, a noise ensemble) draws one shard's noise from: a hash
+    of its configured seed, the split and the shard. Its generator is drawn from in sequence, so a stream
+    carried from shard to shard would make a shard's maps depend on which job computed which shards before
+    it; a stream per shard makes them depend on nothing outside it."""
+    mixed = mix32(torch.tensor([(seed ^ zlib.crc32(f"{split}/{shard}".encode())) & MASK32]))
+    return int(mixed.item())
+
+
+def explainer_of(cfg: DictConfig, method: str, net, split: str, shard: int) -> saliency.PixelSaliency:
+    """`method` on `net`, its noise (if it draws any) seeded for this shard alone (`shard_seed`)."""
+    params = OmegaConf.to_container(cfg.method[method], resolve=True)
+    reseeded = {}
+    if "seed" in params:
+        reseeded["seed"] = shard_seed(params["seed"], split, shard)
+    if isinstance(params.get("noise"), dict) and "seed" in params["noise"]:
+        reseeded["noise"] = {**params["noise"], "seed": shard_seed(params["noise"]["seed"], split, shard)}
+    return saliency.create(params, net, reduce=method_reduction(cfg, method), **reseeded)
 
 
 def split_spec(cfg: DictConfig, method: str, split: str, kind: str) -> dict:
@@ -113,14 +130,16 @@ def split_shards(
     images = data.images
     bounds, specs = shard_specs(cfg, method, datamodule, split, kind)
     batch_size = cfg.roar.saliency_batch_size
-    explainer = once(lambda: explainer_of(cfg, method, base))  # built only if a shard is computed here
+    # Loaded only if a shard is computed here; each shard gets its own explainer (its own noise stream).
+    net = once(lambda: load_classifier(cfg.model, base).net.to(device_of(cfg.trainer)))
     # Drawn on a terminal only (disable=None): a log file gets the stage's one line instead.
     progress = tqdm(total=len(data), desc=f"{kind}: {method} ({split})", unit="img", disable=None)
 
     def write(i: int, work: Work) -> dict:
         start, stop = bounds[i]
         seed = cfg.seed if kind == "codes" else None
-        rows = explain_rows(explainer(), datamodule, split, start, stop, batch_size, seed, progress)
+        explainer = explainer_of(cfg, method, net(), split, i)
+        rows = explain_rows(explainer, datamodule, split, start, stop, batch_size, seed, progress)
         write_npy(work.dir / f"{kind}.npy", rows)
         return {"rows": stop - start, "shape": list(rows.shape[1:])}
 

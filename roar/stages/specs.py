@@ -100,6 +100,8 @@ def saliency_spec(cfg: DictConfig, method: str) -> dict:
     # A seeded method, or one in a noise ensemble, draws noise batch by batch: the batching shapes its maps.
     if "seed" in params or params.get("noise") is not None:
         spec["batch_size"] = cfg.roar.saliency_batch_size
+        # Its noise is one stream per shard of a split (roar.stages.saliency.shard_seed), not one per method.
+        spec["noise_streams"] = "per shard"
     return spec
 
 

@@ -4,5 +4,5 @@
 # scripts/figures/lib.sh.
 source "$(dirname "$0")/lib.sh"
 
-figure roar_synthetic dataset=synthetic "method=[oracle,fullgrad,random]" "roar.fractions=[0.05,0.140625,0.3]" \
+figure roar_synthetic dataset=synthetic "method=[oracle,fullgrad,random]" "roar.fractions=[0.05,0.14,0.3]" \
   trainer.max_epochs=6

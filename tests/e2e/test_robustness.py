@@ -240,24 +240,32 @@ def test_a_run_killed_at_10_points_and_rerun_each_time_ends_with_the_uninterrupt
     env = {**ENV, "TMPDIR": str(tmpdir)}
     command = [ROAR, *CHAOS, f"paths.cache_dir={cache}"]
     # Each attempt computes for about 1/11 of the run, then is killed: the kills fall at 10 points spread
-    # over the run (each attempt resumes where the previous one was killed).
+    # over the run (each attempt resumes where the previous one was killed). On a machine whose load
+    # changes, an attempt can get further than 1/11 and finish the run before its kill: that attempt must
+    # have ended well, and the run counts the kills it got, at least half of them.
+    kills = 0
     for attempt in range(KILLS):
         job = subprocess.Popen([*command, f"hydra.run.dir=attempt-{attempt}"], cwd=tmp_path, env=env,
                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # fmt: skip
         try:
             # Generous: on a machine shared with a dozen busy processes, a start-up took over 10 minutes.
             deadline = time.time() + 1800
-            while not _computing_since(cache, job.pid):
-                assert job.poll() is None, f"attempt {attempt} ended before its kill"
+            while not _computing_since(cache, job.pid) and job.poll() is None:
                 assert time.time() < deadline, f"attempt {attempt} did not start computing within 30 minutes"
                 time.sleep(0.02)
-            time.sleep(computing_time / (KILLS + 1))
-            assert job.poll() is None, f"attempt {attempt} ended before its kill"
+            if job.poll() is None:
+                time.sleep(computing_time / (KILLS + 1))
+            finished = job.poll() is not None
+            assert not finished or job.returncode == 0, f"attempt {attempt} failed: exit {job.returncode}"
         finally:  # the kill, also where an assertion failed: no attempt outlives the test
             job.send_signal(signal.SIGKILL)
             job.wait()
         assert not list(tmpdir.iterdir()), f"attempt {attempt} left files in $TMPDIR"
         _every_file_in_the_cache_is_whole(cache)
+        if finished:
+            break
+        kills += 1
+    assert kills >= KILLS // 2, f"only {kills} attempts were killed before the run finished"
 
     succeeded(subprocess.run([*command, "hydra.run.dir=final"], cwd=tmp_path, env=env, capture_output=True,
                              text=True, timeout=1800))  # fmt: skip
