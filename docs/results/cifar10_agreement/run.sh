@@ -1,0 +1,32 @@
+#!/usr/bin/env bash
+# The run behind docs/results/cifar10_agreement/: every protocol on experiment=cifar10_cpu's base model (the
+# shared CIFAR-10 JPEGs), then `roar-report --agreement` over their runs: ROAR with the mean fill (the
+# multi-seed run of docs/results/cifar10_cpu/seeds.sh, given as SEEDS_RUN) and with ROAD's imputation, KAR,
+# mask leakage, pixel perturbation (LeRF and MoRF deletion, MoRF insertion, SRG), cascading model
+# randomisation and F-Fidelity. One stage cache (CACHE_DIR, the seeds run's): one base model, one set of maps.
+# Usage: docs/results/cifar10_agreement/run.sh IMAGES_DIR OUT_DIR CACHE_DIR SEEDS_RUN
+set -euo pipefail
+images=${1:?IMAGES_DIR} out=${2:?OUT_DIR} cache=${3:?CACHE_DIR} seeds_run=${4:?SEEDS_RUN}
+roar=${ROAR:-.venv/bin/roar} report=${ROAR_REPORT:-.venv/bin/roar-report}
+common=(experiment=cifar10_cpu dataset=imagefolder "dataset.root=$images" dataset.num_classes=10
+        dataset.image_size=32 "paths.cache_dir=$cache" logger=csv)
+mkdir -p "$out"
+runs=("$seeds_run")
+protocol() {  # protocol <name> <overrides...>
+    local name=$1; shift
+    echo "== $name: start $(date -u +%FT%TZ), load $(cut -d' ' -f1-3 /proc/loadavg)" | tee -a "$out/timing.txt"
+    local start=$(date +%s)
+    "$roar" "${common[@]}" "$@" "hydra.run.dir=$out/$name" > "$out/$name.log" 2>&1
+    echo "== $name: $(( $(date +%s) - start )) s, end load $(cut -d' ' -f1-3 /proc/loadavg)" | tee -a "$out/timing.txt"
+    runs+=("$out/$name")
+}
+protocol roar_road roar.fill=road
+protocol kar_mean roar.mode=kar
+protocol leakage task=leakage
+protocol perturbation_lerf task=perturbation
+protocol perturbation_morf task=perturbation task.order=morf
+protocol insertion_morf task=perturbation task.order=morf task.mode=insertion task.metric=probability
+protocol srg task=perturbation "task.order=[lerf,morf]"
+protocol randomization task=randomization
+protocol fidelity task=fidelity
+"$report" --agreement "${runs[@]}" --out "$out/report" > "$out/report.log" 2>&1
