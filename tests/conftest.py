@@ -103,3 +103,15 @@ def tmpfs(tmp_path):
     yield mount
     for point in reversed(mounted):
         subprocess.run(["umount", str(point)], check=True)
+
+
+@pytest.fixture
+def one_thread():
+    """torch on one thread for the test (tests that compute on tiny tensors, where a second thread only
+    adds synchronisation), restored after."""
+    import torch  # here: the module sets OMP_NUM_THREADS before anything imports torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)

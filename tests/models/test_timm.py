@@ -16,7 +16,7 @@ from roar.saliency.fullgrad import CompletenessError
 from roar.stages import check_model
 from tests.config.test_input_checks import _one_error_line
 from tests.conftest import compose_config
-from tests.saliency.test_fullgrad_implicit import _fullgrad_roar, one_thread, randomize  # noqa: F401 (a fixture)
+from tests.saliency.test_fullgrad_implicit import _fullgrad_roar, randomize
 
 # name -> timm_net's image_size (the models built for one input size get the test images' 32).
 DECOMPOSABLE = {
@@ -35,6 +35,8 @@ DECOMPOSABLE = {
     "cait_xxs24_224": 32,  # TalkingHeadAttn, ClassAttn
     "eva02_tiny_patch14_224": 32,  # EvaAttention with rotary embedding, GluMlp
 }
+
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @functools.cache

@@ -38,13 +38,8 @@ def small_cnn(in_channels=1, seed=0) -> nn.Module:
     return randomize_batch_norm(SmallCNN(in_channels, num_classes=10, widths=(8, 16, 16)), seed)
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Tiny batches: a second thread only adds synchronisation (and waits, on a shared machine)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+# Tiny batches: a second thread only adds synchronisation (and waits, on a shared machine).
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @functools.cache

@@ -6,6 +6,7 @@
 # randomisation and F-Fidelity. One stage cache (CACHE_DIR, the seeds run's): one base model, one set of maps.
 # Usage: docs/results/cifar10_agreement/run.sh IMAGES_DIR OUT_DIR CACHE_DIR SEEDS_RUN
 set -euo pipefail
+source "$(dirname "$0")/../lib.sh"
 images=${1:?IMAGES_DIR} out=${2:?OUT_DIR} cache=${3:?CACHE_DIR} seeds_run=${4:?SEEDS_RUN}
 roar=${ROAR:-.venv/bin/roar} report=${ROAR_REPORT:-.venv/bin/roar-report}
 common=(experiment=cifar10_cpu dataset=imagefolder "dataset.root=$images" dataset.num_classes=10
@@ -13,11 +14,9 @@ common=(experiment=cifar10_cpu dataset=imagefolder "dataset.root=$images" datase
 mkdir -p "$out"
 runs=("$seeds_run")
 protocol() {  # protocol <name> <overrides...>
-    local name=$1; shift
-    echo "== $name: start $(date -u +%FT%TZ), load $(cut -d' ' -f1-3 /proc/loadavg)" | tee -a "$out/timing.txt"
-    local start=$(date +%s)
-    "$roar" "${common[@]}" "$@" "hydra.run.dir=$out/$name" > "$out/$name.log" 2>&1
-    echo "== $name: $(( $(date +%s) - start )) s, end load $(cut -d' ' -f1-3 /proc/loadavg)" | tee -a "$out/timing.txt"
+    local name=$1
+    shift
+    timed "$out" "$name" "$roar" "${common[@]}" "$@" "hydra.run.dir=$out/$name"
     runs+=("$out/$name")
 }
 protocol roar_road roar.fill=road

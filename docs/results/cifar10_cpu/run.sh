@@ -7,6 +7,7 @@
 # the next day (road37) and merge_road.py joins the two into road/.
 # Usage: docs/results/cifar10_cpu/run.sh IMAGES_DIR OUT_DIR   (IMAGES_DIR holds train/ and test/)
 set -euo pipefail
+source "$(dirname "$0")/../lib.sh"
 images=${1:?IMAGES_DIR} out=${2:?OUT_DIR}
 roar=${ROAR:-.venv/bin/roar}
 common=(experiment=cifar10_cpu dataset=imagefolder "dataset.root=$images" dataset.num_classes=10
@@ -19,9 +20,6 @@ for step in mean road leakage road37; do
         leakage) extra=(task=leakage "roar.fractions=[0.5]") ;;
         road37) extra=(roar.fill=road "roar.fractions=[0.3,0.7]") ;;
     esac
-    echo "== $step: start $(date -u +%FT%TZ), load $(cut -d' ' -f1-3 /proc/loadavg)" | tee -a "$out/timing.txt"
-    start=$(date +%s)
-    "$roar" "${common[@]}" "${extra[@]}" "hydra.run.dir=$out/$step" > "$out/$step.log" 2>&1
-    echo "== $step: $(( $(date +%s) - start )) s, end load $(cut -d' ' -f1-3 /proc/loadavg)" | tee -a "$out/timing.txt"
+    timed "$out" "$step" "$roar" "${common[@]}" "${extra[@]}" "hydra.run.dir=$out/$step"
 done
 "${ROAR_PYTHON:-.venv/bin/python}" "$(dirname "$0")/merge_road.py" "$out/road" "$out/road37" "$out/road_all"

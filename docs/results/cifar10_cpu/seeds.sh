@@ -4,6 +4,7 @@
 # at 10, 50 and 90 %, then at 30 and 70 % in the same cache (the second step reuses every cell of the first).
 # Usage: docs/results/cifar10_cpu/seeds.sh IMAGES_DIR OUT_DIR   (IMAGES_DIR holds train/ and test/)
 set -euo pipefail
+source "$(dirname "$0")/../lib.sh"
 images=${1:?IMAGES_DIR} out=${2:?OUT_DIR}
 roar=${ROAR:-.venv/bin/roar}
 common=(experiment=cifar10_cpu dataset=imagefolder "dataset.root=$images" dataset.num_classes=10
@@ -14,8 +15,5 @@ for step in seeds3 seeds5; do
         seeds3) extra=("roar.fractions=[0.1,0.5,0.9]") ;;
         seeds5) extra=("roar.fractions=[0.1,0.3,0.5,0.7,0.9]") ;;
     esac
-    echo "== $step: start $(date -u +%FT%TZ), load $(cut -d' ' -f1-3 /proc/loadavg)" | tee -a "$out/timing.txt"
-    start=$(date +%s)
-    "$roar" "${common[@]}" "${extra[@]}" "hydra.run.dir=$out/$step" > "$out/$step.log" 2>&1
-    echo "== $step: $(( $(date +%s) - start )) s, end load $(cut -d' ' -f1-3 /proc/loadavg)" | tee -a "$out/timing.txt"
+    timed "$out" "$step" "$roar" "${common[@]}" "${extra[@]}" "hydra.run.dir=$out/$step"
 done

@@ -7,6 +7,7 @@
 # steps, alone and in its ensembles (roar's default: 50), so that the grid fits a working day.
 # Usage: docs/results/cifar10_ensembles/run.sh IMAGES_DIR OUT_DIR [CACHE_DIR]   (IMAGES_DIR: train/, test/)
 set -euo pipefail
+source "$(dirname "$0")/../lib.sh"
 images=${1:?IMAGES_DIR} out=${2:?OUT_DIR} cache=${3:-$2/cache}
 roar=${ROAR:-.venv/bin/roar}
 samples=()
@@ -23,8 +24,5 @@ common=(experiment=cifar10_cpu dataset=imagefolder "dataset.root=$images" datase
         logger=csv "${samples[@]}")
 mkdir -p "$out"
 for step in mean road; do
-    echo "== $step: start $(date -u +%FT%TZ), load $(cut -d' ' -f1-3 /proc/loadavg)" | tee -a "$out/timing.txt"
-    start=$(date +%s)
-    "$roar" "${common[@]}" "roar.fill=$step" "hydra.run.dir=$out/$step" > "$out/$step.log" 2>&1
-    echo "== $step: $(( $(date +%s) - start )) s, end load $(cut -d' ' -f1-3 /proc/loadavg)" | tee -a "$out/timing.txt"
+    timed "$out" "$step" "$roar" "${common[@]}" "roar.fill=$step" "hydra.run.dir=$out/$step"
 done
