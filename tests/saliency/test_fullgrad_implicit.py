@@ -125,8 +125,14 @@ NORMS = [nn.GroupNorm(2, 4), LayerNorm2d(4), nn.LayerNorm([4, 3, 3]), SqueezeExc
 def hand_built(unit: nn.Module) -> nn.Module:
     # A copy: the parametrised unit is one object shared by every test that takes it, and randomize() and
     # .double() change a model in place; a test must not see what an earlier one did to it.
+    # Its own parameters are drawn again here: those it was built with at collection come from whatever
+    # global random state the collection left (a SqueezeExcitation whose ReLU is dead for these inputs is
+    # linear, with no implicit bias to find).
     unit = copy.deepcopy(unit)
     torch.manual_seed(0)
+    for m in unit.modules():
+        if hasattr(m, "reset_parameters"):
+            m.reset_parameters()
     if isinstance(unit, nn.MultiheadAttention):
         return randomize(Tokens())
     return randomize(nn.Sequential(nn.Conv2d(2, 4, 1), unit, nn.Flatten(), nn.Linear(36, 3)))
