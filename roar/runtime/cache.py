@@ -126,6 +126,13 @@ class StageCache:
             log.warning("cache: %s/%s %s; recomputing", stage, key, problem)
         return artifact
 
+    def load_files(self, stage: str, key: str) -> FileArtifact | None:
+        """As `load`, for a directory artifact (`fill`): None where there is none or it cannot be used."""
+        artifact, problem = self._read_files(stage, key)
+        if problem is not None:
+            log.warning("cache: %s/%s %s; recomputing", stage, key, problem)
+        return artifact
+
     def _manifest(self, stage: str, key: str, kind: str) -> tuple[dict | None, str | None]:
         """(the manifest, None), (None, None) where there is none yet, or (None, what is wrong with it).
         `kind` is the manifest's checksum entry: "sha256" (one artifact.pt) or "files" (a directory)."""

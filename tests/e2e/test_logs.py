@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 
+from roar.data.datamodule import SPLITS
 from roar.runtime.console import KNOWN_HARMLESS, GridProgress
 from tests.conftest import run_command
 
@@ -72,8 +73,12 @@ def test_the_demo_grid_logged_to_a_file_is_small_has_no_repeated_warning_and_sho
         "mean",
     )
     assert cell["status"] == "computed" and float(cell["seconds"]) > 0
-    maps = next(s for s in stages if s["stage"] == "saliency" and s["method"] == "integrated_gradients")
-    assert maps["name"] == "integrated_gradients saliency maps" and float(maps["seconds"]) > 0
+    # The saliency stage: one line per split, for all the shards of its removal codes.
+    codes = [s for s in stages if s["stage"] == "saliency" and s["method"] == "integrated_gradients"]
+    assert [s["name"] for s in codes] == [
+        f"integrated_gradients removal codes ({split}) (1 shard, 1 computed here)" for split in SPLITS
+    ]
+    assert all(s["status"] == "computed" and float(s["seconds"]) > 0 for s in codes)
 
 
 def test_a_base_model_at_chance_stops_the_run_with_one_line_unless_asked_to_proceed(tmp_path):

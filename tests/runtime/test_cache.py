@@ -225,3 +225,24 @@ def test_an_interrupted_write_leaves_the_previous_file_and_no_temporary_one(tmp_
         torch.save({"weights": torch.ones(3)}, tmp)
     assert torch.equal(torch.load(target, weights_only=True)["weights"], torch.ones(3))
     assert sorted(p.name for p in tmp_path.iterdir()) == ["last.ckpt"]
+
+
+def test_a_filled_directory_loads_with_its_metadata_and_a_changed_file_is_refused_with_one_warning(
+    tmp_path, caplog
+):
+    cache = StageCache(tmp_path)
+
+    def write(i, work):
+        (work.dir / "rows.bin").write_bytes(bytes([i]) * 8)
+        return {"rows": 8, "shard": i}
+
+    specs = [{"store": "s", "shard": i} for i in range(2)]
+    shards = cache.fill("s", specs, write)
+    assert [s.meta for s in shards] == [{"rows": 8, "shard": 0}, {"rows": 8, "shard": 1}]
+    key = spec_key(specs[1])
+    assert cache.load_files("s", key) == shards[1]
+    (cache.directory("s", key) / "rows.bin").write_bytes(b"\xff" * 9)  # another size: checked again
+    with caplog.at_level("WARNING"):
+        assert cache.load_files("s", key) is None
+    problem = "has a file that does not match its checksum (rows.bin)"
+    assert caplog.messages == [f"cache: s/{key} {problem}; recomputing"]
