@@ -34,6 +34,8 @@ EXPLAIN_TARGETS = ("label", "predicted")
 ORDERS = ("lerf", "morf")
 PERTURBATION_MODES = ("deletion", "insertion")
 METRICS = ("logit_change", "probability", "accuracy")
+# task=fidelity (roar/tasks/fidelity.py): its scores are of the prediction, not of a logit's change.
+FIDELITY_METRICS = ("accuracy", "probability")
 # task.order of task=randomization: the layers re-initialised from the logits down, one more at each step,
 # or each on its own (roar/tasks/randomization.py).
 RANDOMIZATION_ORDERS = ("cascading", "independent")
@@ -109,8 +111,23 @@ class RandomizationTask(Task):
     num_images: PositiveInt | None = None
 
 
+class FidelityTask(Task):
+    """roar/conf/task/fidelity.yaml (roar/tasks/fidelity.py)."""
+
+    fractions: Annotated[list[ProperFraction], Field(min_length=1)] | None = None
+    beta: ProperFraction | None = None
+    samples: PositiveInt | None = None
+    epochs: PositiveInt | None = None
+    fill: Literal[FILLS] | None = None
+    metric: Literal[FIDELITY_METRICS] | None = None
+
+
 # roar.tasks.<name>.run -> the model of its options; the other tasks have none (Task).
-TASKS: dict[str, type[Task]] = {"perturbation": PerturbationTask, "randomization": RandomizationTask}
+TASKS: dict[str, type[Task]] = {
+    "perturbation": PerturbationTask,
+    "randomization": RandomizationTask,
+    "fidelity": FidelityTask,
+}
 
 
 def task_name(task: dict) -> str | None:

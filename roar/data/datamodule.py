@@ -28,7 +28,7 @@ from roar.data.arrays import (
     shard_rows,
     statistics_of,
 )
-from roar.removal import grid_level, mask_of_codes, replace_pixels
+from roar.removal import grid_level, mask_of_codes, random_members, remove, replace_pixels
 
 log = logging.getLogger(__name__)
 
@@ -120,6 +120,28 @@ class Removal:
         return mask_of_codes(codes, self.fraction, self.mode)
 
 
+@dataclass(frozen=True)
+class RandomRemoval:
+    """F-Fidelity's explanation-agnostic fine-tuning data (task=fidelity): whenever a batch is formed, each
+    image loses a fresh random set of round(r * H * W) pixels, r drawn uniformly from [0, `max_fraction`]
+    for every image, filled with `fill` (roar/removal/fills.py). Every draw comes from torch's generators,
+    which the training stage seeds: nothing but the images and the seed decides what is removed."""
+
+    max_fraction: float
+    fill: str
+
+    def apply(self, images: torch.Tensor, mean: torch.Tensor) -> torch.Tensor:
+        """Raw images in [0, 1] with their random pixels filled."""
+        n, _, height, width = images.shape
+        device = images.device
+        counts = (torch.rand(n, device=device) * (self.max_fraction * height * width)).round().long()
+        priorities = torch.randint(0, 2**31 - 1, (n, height * width), device=device)
+        everywhere = torch.ones(n, height, width, dtype=torch.bool, device=device)
+        mask = random_members(everywhere, counts, priorities)
+        noise_seed = int(torch.randint(0, 2**31 - 1, ()))  # ROAD's noise: another draw for every batch
+        return remove(images, mask, self.fill, mean.to(device), noise_seed)
+
+
 class TensorDataModule(pl.LightningDataModule):
     """A datamodule over three splits (`splits`: train, val, test), normalised with the training split's
     per-channel mean and std (or `statistics`, (mean, std)). `workers` DataLoader processes read the splits
@@ -127,6 +149,9 @@ class TensorDataModule(pl.LightningDataModule):
 
     # Per split, the pixels that decide each image's label (N, H, W) bool, where the dataset knows them.
     ground_truth: dict[str, Rows | torch.Tensor] | None = None
+    # task=fidelity's fine-tuning data (`with_random_removal`); a class default, so that a subclass that sets
+    # up its own attributes (VisionDataModule) has it too.
+    random_removal: RandomRemoval | None = None
 
     def __init__(
         self,
@@ -229,6 +254,13 @@ class TensorDataModule(pl.LightningDataModule):
         clone._statistics = statistics_of(clone._mask_sums(), self.image_shape[1] * self.image_shape[2])
         return clone
 
+    def with_random_removal(self, max_fraction: float, fill: str) -> TensorDataModule:
+        """The same images, labels, statistics and batching, every batch of every split with random pixels
+        removed (`RandomRemoval`): task=fidelity's fine-tuning, which no saliency map takes part in."""
+        clone = self._derived(self.splits, None)
+        clone.random_removal = RandomRemoval(max_fraction, fill)
+        return clone
+
     def _mask_sums(self) -> torch.Tensor:
         codes = self.splits["train"].codes
         chunks = shard_bounds(len(codes), shard_rows(codes[:1].numel()))
@@ -265,6 +297,8 @@ class TensorDataModule(pl.LightningDataModule):
         for a masks-only cell, the masks in place of the images)."""
         if self.removal is not None and self.removal.masks_only:
             return self.normalize(self._as_inputs(codes.to(images.device)))
+        if self.random_removal is not None:
+            images = self.random_removal.apply(unit_range(images), self.mean)
         images = self.normalize(images)
         if codes is not None:
             fill = self.normalize(self.removal.fill.to(images).view(1, -1, 1, 1)).view(-1)

@@ -57,6 +57,9 @@ class ImageClassifier(pl.LightningModule):
         self.norm_bias_lr_scale = norm_bias_lr_scale
         self.fit_callbacks = list(callbacks)
         self.init_images = init_images
+        # Set where a fit starts from trained weights (a fine-tuning): the data-dependent initialisation
+        # would overwrite them.
+        self.from_weights = False
         # Keyed "<split>_acc": a bare "train" would shadow nn.Module.train.
         self.accuracy = nn.ModuleDict(
             {
@@ -83,7 +86,7 @@ class ImageClassifier(pl.LightningModule):
             return
         if check is not None:
             check(datamodule.image_shape[0], min(datamodule.image_shape[1:]))
-        if init is not None:
+        if init is not None and not self.from_weights:
             init(datamodule.training_images(self.init_images))
 
     def configure_callbacks(self) -> list[pl.Callback]:

@@ -135,3 +135,17 @@ def mask_of_codes(codes: torch.Tensor, fraction: float, mode: str = "roar") -> t
     check_mode(mode)
     level = grid_level(fraction)
     return codes <= level if mode == "roar" else codes > level
+
+
+def random_members(members: torch.Tensor, counts: torch.Tensor, priorities: torch.Tensor) -> torch.Tensor:
+    """A mask shaped like `members` (bool, (N, ...)): `counts[i]` of image i's members, chosen uniformly at
+    random by `priorities` ((N, D) integers, D the entries per image: the members with the smallest
+    priorities are taken, ties in memory order). Where an image has fewer members than its count, all of
+    them (F-Fidelity's stochastic removal, roar/tasks/fidelity.py: a random share of a set of entries)."""
+    flat = members.reshape(len(members), -1)
+    # Non-members sort after every member: their key is past the largest priority.
+    keys = torch.where(flat, priorities, priorities.max() + 1)
+    order = torch.sort(keys, dim=1, stable=True).indices
+    places = torch.empty_like(order).scatter_(1, order, torch.arange(order.shape[1], device=order.device)
+                                              .expand_as(order))  # fmt: skip
+    return ((places < counts.view(-1, 1).to(places.device)) & flat).view_as(members)

@@ -60,6 +60,10 @@ def training_about(seed: int, data: dict | None) -> dict:
     seed and fill (blank where they do not apply: the unmodified data has no method)."""
     if data is None:
         return {"name": f"unmodified, seed {seed}", "seed": seed}
+    if "fine_tune_of" in data:  # task=fidelity: the base model fine-tuned on randomly removed pixels
+        removal = data["random_removal"]
+        what = f"fine-tuned, up to {100 * removal['max_fraction']:.3g}% removed at random"
+        return {"name": f"{what}, seed {seed}", "seed": seed, "fill": removal["fill"]}
     kept = "kept" if data["mode"] == "kar" else "removed"
     what = f"{data['method']} {100 * data['fraction']:.3g}% {kept}"
     if "input" in data:  # the leakage task trains on the removal masks alone, not on filled images

@@ -23,12 +23,14 @@ def train_stage(
     data=None,
     progress: GridProgress | None = None,
     logger=None,
+    init: dict | None = None,
 ) -> dict:
     """The trained model's record (cached). `datamodule` may be a function that builds it (given a scratch
     directory for what it writes, which a resumed training finds again): it is then built only if the stage
     is computed, so a cache hit skips work such as ROAD's imputation. `progress`
     counts it as a cell of the grid and logs its line. A fit sends its curves to the job's `logger` (W&B)
-    as it trains, labelled with what it trains."""
+    as it trains, labelled with what it trains. `init`: the trained model record a fine-tuning starts
+    from (`data` then names it)."""
     about = training_about(seed, data)
     # A fit in spawned worker processes (trainer=ddp) would reach the W&B run through wandb's attach; with
     # wandb 0.31 such a fit never returned from its workers here. Its curves stay in its CSV log only.
@@ -44,6 +46,7 @@ def train_stage(
             work,
             about["name"],
             None if spawned else fit_logger(logger, about["name"]),
+            None if init is None else init["state_dict"],
         ),
         about,
         together=True,  # a fit spans every task of a multi-task job (DDP)

@@ -110,9 +110,10 @@ def train_classifier(
     work: Work,
     label: str = "training",
     logger: Logger | None = None,
+    init: dict | None = None,
 ) -> dict:
-    """Fit a fresh model, keep the checkpoint with the best validation accuracy, then evaluate it on the
-    test split.
+    """Fit a fresh model (or, with `init`, a state_dict to start from: a fine-tuning), keep the checkpoint
+    with the best validation accuracy, then evaluate it on the test split.
 
     Returns an artifact: the kept weights (`state_dict`), their `val_acc` and `test_acc`, and
     `test_correct`, whether they classify each test image correctly ((N,) bool, in the split's order; its
@@ -128,6 +129,9 @@ def train_classifier(
     """
     pl.seed_everything(seed, workers=True, verbose=False)
     classifier = build_classifier(model_cfg)
+    if init is not None:
+        classifier.load_state_dict(init)
+        classifier.from_weights = True
     checkpoints = work.dir / "checkpoints"
     # The first ModelCheckpoint is the trainer's `checkpoint_callback`, whose best path DDP returns to this
     # process.

@@ -228,3 +228,10 @@ def test_the_report_over_tiny_real_runs_of_three_protocols(tmp_path, capsys):
     for pair in pairs:
         assert -1 <= float(pair["low"]) <= float(pair["high"]) <= 1 and int(pair["replicates"]) > 0
     assert (tmp_path / "report" / "agreement.png").stat().st_size > 20_000
+
+
+def test_a_fidelity_protocol_is_named_by_its_fill_and_metric_the_fill_following_roar_fill(tmp_path):
+    cfg = compose_config(tmp_path, "task=fidelity", "roar.fill=road")
+    assert agreement.protocol_name(cfg) == "fidelity road accuracy"
+    cfg = compose_config(tmp_path, "task=fidelity", "task.fill=zero", "task.metric=probability")
+    assert agreement.protocol_name(cfg) == "fidelity zero probability"
