@@ -224,7 +224,10 @@ class TensorDataModule(pl.LightningDataModule):
         truth = self.ground_truth or {}
         stored = {name: store_tensors(cache, dataset, name, split.images[:], split.labels, truth.get(name))
                   for name, split in self.splits.items()}  # fmt: skip
-        self.splits = {name: Split(Rows(s.images, None, name), s.labels) for name, s in stored.items()}
+        # Each split keeps the name its rows had in memory: the random numbers of its images (tie-breaking,
+        # ROAD's noise, F-Fidelity's shares: roar/removal/keys.py) are drawn from it, and must be the same.
+        self.splits = {name: Split(Rows(s.images, None, self.splits[name].images.source), s.labels)
+                       for name, s in stored.items()}  # fmt: skip
         if self.ground_truth is not None:
             self.ground_truth = {name: Rows(s.truth, None, name) for name, s in stored.items()}
         if self._statistics is None:

@@ -105,8 +105,9 @@ def test_batches_from_shards_are_the_batches_in_memory(tmp_path):
 
 @pytest.mark.parametrize(
     ("task", "table_name"),
-    [("leakage", "leakage.csv"), ("perturbation", "perturbation.csv"), ("roar", "results.csv")],
-)
+    [("leakage", "leakage.csv"), ("perturbation", "perturbation.csv"), ("roar", "results.csv"),
+     ("fidelity", "fidelity.csv")],
+)  # fmt: skip
 def test_every_task_with_a_table_gives_the_same_table_on_either_storage(tmp_path, task, table_name):
     overrides = [
         f"task={task}",
@@ -116,6 +117,8 @@ def test_every_task_with_a_table_gives_the_same_table_on_either_storage(tmp_path
     ]
     if task == "roar":
         overrides += ["roar.mode=kar", "roar.fill=blur"]
+    if task == "fidelity":  # its fine-tuning's random removals are drawn batch by batch: the same batches
+        overrides += ["task.epochs=1", "task.samples=2", "task.beta=0.5"]
     runs = run_both(tmp_path, *overrides)
     assert table(runs["memory"] / table_name) == table(runs["shards"] / table_name)
 
@@ -211,3 +214,15 @@ def test_a_disk_that_fills_while_the_store_is_written_is_one_line(tmp_path, tmpf
     assert line.startswith("roar: error: cannot write ") and "No space left on device" in line
     for manifest in full.glob(f"store/*/{MANIFEST}"):  # every stored shard is whole
         assert all((manifest.parent / name).is_file() for name in json.loads(manifest.read_text())["files"])
+
+
+def test_every_split_keeps_the_name_of_its_images_on_shards(tmp_path):
+    # The random numbers of an image (ties, ROAD's noise, F-Fidelity's shares) are drawn from its split's
+    # name and its id: a store-backed split must keep the name the split had in memory.
+    names = {}
+    for storage in ("memory", "shards"):
+        cfg = compose_config(tmp_path / storage, f"dataset.storage={storage}")
+        datamodule = load_data(cfg, StageCache(tmp_path / storage / "cache"))
+        splits = datamodule.splits.items()
+        names[storage] = {name: (s.images.source, s.images.ids[:50].tolist()) for name, s in splits}
+    assert names["memory"] == names["shards"]
