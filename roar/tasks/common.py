@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import csv
 import logging
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -15,6 +16,8 @@ from pytorch_lightning.loggers import WandbLogger
 
 from roar import report
 from roar.data import TensorDataModule
+from roar.data.arrays import shard_bounds, shard_rows
+from roar.data.datamodule import unit_range
 from roar.errors import ConfigError
 from roar.report.naming import flat_config, in_multirun
 from roar.runtime.cache import StageCache
@@ -97,6 +100,22 @@ def base_model(
         log.warning("%s (proceeding: roar.proceed_at_chance=true)", message.split(":")[0])
     check_methods(cfg, base, datamodule, run.cache if reused_maps else None)
     return base
+
+
+def scored_shards(datamodule: TensorDataModule, maps) -> Iterator[dict]:
+    """The test split a shard at a time, each image with its map, as the scoring functions of the tasks
+    that do not retrain take them (removal_curves, fidelity_curves): raw images in [0, 1], labels, maps, ids
+    and source. An image's scores depend on its own map alone, so a split on disk is never read whole."""
+    test = datamodule.splits["test"]
+    for start, stop in shard_bounds(len(test), shard_rows(test.images[:1].numel())):
+        rows = slice(start, stop)
+        yield {
+            "images": unit_range(test.images[rows]),
+            "labels": test.labels[rows],
+            "maps": maps[rows],
+            "ids": test.images.ids[rows],
+            "source": test.images.source,
+        }
 
 
 def write_stages(run: Run) -> None:

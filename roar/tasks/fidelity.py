@@ -33,8 +33,6 @@ from torch import nn
 
 from roar import report
 from roar.config import method_names
-from roar.data.arrays import shard_bounds, shard_rows
-from roar.data.datamodule import unit_range
 from roar.removal import pixels_to_remove, random_members, remove, salience_rank
 from roar.removal.keys import entry_hashes, image_states
 from roar.report import Outputs
@@ -42,7 +40,7 @@ from roar.runtime.cache import spec_key
 from roar.runtime.console import GridProgress
 from roar.stages import load_data, map_stage, train_stage, training_spec
 from roar.stages.training import device_of, load_classifier
-from roar.tasks.common import Run, base_model, open_run, write_outputs
+from roar.tasks.common import Run, base_model, open_run, scored_shards, write_outputs
 from roar.tasks.perturbation import target_scores
 
 log = logging.getLogger(__name__)
@@ -144,22 +142,21 @@ def grid(
     base = base_model(cfg, current, datamodule, progress)
     tuned = fine_tune(cfg, current, datamodule, base, beta, fill, epochs, progress)
     model = load_classifier(cfg.model, tuned).net.to(device_of(cfg.trainer))
-    test = datamodule.splits["test"]
-    shards = shard_bounds(len(test), shard_rows(test.images[:1].numel()))
     rows = {sign: [] for sign in SIGNS}
     for method in method_names(cfg):
         maps = map_stage(cfg, current.cache, method, base, datamodule, "test")
         started = time.monotonic()
         parts = [
             fidelity_curves(
-                model, datamodule.normalize, unit_range(test.images[start:stop]), test.labels[start:stop],
-                maps[start:stop], fractions, beta, samples, fill, metric, datamodule.mean, cfg.seed,
-                cfg.roar.saliency_batch_size, test.images.ids[start:stop], test.images.source,
+                model, datamodule.normalize, fractions=fractions, beta=beta, samples=samples, fill=fill,
+                metric=metric, fill_mean=datamodule.mean, seed=cfg.seed,
+                batch_size=cfg.roar.saliency_batch_size, **shard,
             )
-            for start, stop in shards
+            for shard in scored_shards(datamodule, maps)
         ]  # fmt: skip
         log.info("fidelity: %s scored in %.1f s", method, time.monotonic() - started)
-        for sign, curves in zip(SIGNS, (torch.cat([p[i] for p in parts], dim=1) for i in range(2))):
+        # parts: (FFid+, FFid-) per shard; each sign's images joined in the split's order.
+        for sign, curves in zip(SIGNS, (torch.cat(part, dim=1) for part in zip(*parts))):
             for fraction, values in zip(fractions, curves):
                 rows[sign].append({"method": method, "fraction": fraction, "seed": cfg.seed,
                                    f"ffid_{sign}": values.mean().item(), "per_image": values})  # fmt: skip

@@ -41,14 +41,12 @@ from torch import nn
 from roar import report
 from roar.config import method_names
 from roar.config.schema import METRICS, ORDERS, PERTURBATION_MODES
-from roar.data.arrays import shard_bounds, shard_rows
-from roar.data.datamodule import unit_range
 from roar.removal import FILLS, mask_of_rank, pixels_to_remove, remove, salience_rank
 from roar.report import Outputs
 from roar.runtime.console import GridProgress
 from roar.stages import load_data, map_stage
 from roar.stages.training import device_of, load_classifier
-from roar.tasks.common import Run, base_model, open_run, write_outputs
+from roar.tasks.common import Run, base_model, open_run, scored_shards, write_outputs
 
 # The quantity a metric is computed from, per image: the target's logit, its softmax, or its being the top.
 SCORES = {
@@ -192,7 +190,6 @@ def grid(
     datamodule = load_data(cfg, current.cache)
     base = base_model(cfg, current, datamodule, GridProgress(1))  # the one training: nothing is retrained
     model = load_classifier(cfg.model, base).net.to(device_of(cfg.trainer))
-    test = datamodule.splits["test"]
     maps = {
         method: map_stage(cfg, current.cache, method, base, datamodule, "test")
         for method in method_names(cfg)
@@ -201,18 +198,16 @@ def grid(
     for fraction in fractions:
         if pixels_to_remove(entries, fraction) == 0:
             log.warning("task.fractions: %g of %d entries per image rounds to none", fraction, entries)
-    # A shard of test images at a time: each image's curve depends on its own map alone.
-    shards = shard_bounds(len(test), shard_rows(test.images[:1].numel()))
     rows = {order: [] for order in orders}
     for method, method_maps in maps.items():
         for order in orders:
             curves = torch.cat([
                 removal_curves(
-                    model, datamodule.normalize, unit_range(test.images[start:stop]), test.labels[start:stop],
-                    method_maps[start:stop], fractions, order, mode, fill, metric, datamodule.mean, cfg.seed,
-                    cfg.roar.saliency_batch_size, test.images.ids[start:stop], test.images.source,
+                    model, datamodule.normalize, fractions=fractions, order=order, mode=mode, fill=fill,
+                    metric=metric, fill_mean=datamodule.mean, seed=cfg.seed,
+                    batch_size=cfg.roar.saliency_batch_size, **shard,
                 )
-                for start, stop in shards
+                for shard in scored_shards(datamodule, method_maps)
             ], dim=1)  # fmt: skip
             for fraction, values in zip(fractions, curves):
                 rows[order].append({"method": method, "fraction": fraction, "seed": cfg.seed,
