@@ -65,6 +65,7 @@ def test_allow_partial_reports_the_finished_jobs_marked_partial(killed_sweep, tm
     assert hyperparameters["partial"] is True and MISSING_JOB in hyperparameters["missing_jobs"][0]
 
 
+@pytest.mark.slow
 def test_the_sweep_rerun_to_completion_is_reported_whole(killed_sweep, tmp_path):
     shutil.copytree(killed_sweep, tmp_path, dirs_exist_ok=True)
     succeeded(run_command("roar", *SWEEP, cwd=tmp_path))

@@ -183,6 +183,7 @@ def roar_process(tmp_path: Path, *overrides: str) -> subprocess.Popen:
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)  # fmt: skip
 
 
+@pytest.mark.slow
 def test_a_job_killed_while_writing_codes_loses_at_most_the_shard_it_was_writing(tmp_path):
     clean = tmp_path / "clean"
     clean.mkdir()

@@ -69,6 +69,7 @@ def test_roar_report_over_a_multirun_equals_a_single_run_of_the_same_grid(sweep,
     assert (sweep / "roar_curve.png").stat().st_size > 10_000
 
 
+@pytest.mark.slow
 def test_a_sweep_killed_mid_way_and_rerun_finishes_only_the_missing_cells_with_the_same_csv(sweep, tmp_path):
     command = [str(Path(sys.executable).parent / "roar"), "-m", *GRID, *COMMON, "logger=none",
                "hydra.sweep.dir=killed"]  # fmt: skip

@@ -8,6 +8,7 @@ import os
 import shutil
 import subprocess
 import sys
+import zipfile
 from pathlib import Path
 
 import pytest
@@ -25,15 +26,33 @@ def uv(*args: str, cwd: Path = REPO) -> str:
     return done.stdout
 
 
+def built_wheel(out_dir: Path) -> Path:
+    if UV is None:
+        pytest.skip("no uv (make install bootstraps it into .uv/)")
+    uv("build", "--wheel", "--offline", "--out-dir", str(out_dir), "--quiet")
+    (wheel,) = out_dir.glob("roar-*.whl")
+    return wheel
+
+
+def test_the_wheel_holds_every_config_file_and_the_hydra_plugin(tmp_path):
+    # The fast half of this module (seconds): what the installed tests below (marked slow, about a minute
+    # with their fresh environment) run from.
+    names = set(zipfile.ZipFile(built_wheel(tmp_path)).namelist())
+    configs = {
+        f"roar/conf/{p.relative_to(REPO / 'roar' / 'conf')}" for p in (REPO / "roar" / "conf").rglob("*.yaml")
+    }
+    assert configs and configs <= names, sorted(configs - names)
+    assert "roar/conf/__init__.py" in names
+    assert any(name.startswith("hydra_plugins/") for name in names)
+
+
+# Building the wheel and a fresh environment for it takes about a minute: CI runs these with the slow tests.
 @pytest.fixture(scope="module")
 def installed(tmp_path_factory) -> Path:
     """A fresh virtual environment holding the locked dependencies (from uv's cache, hard-linked: no
     download) and roar's wheel, not the checkout: its bin/ directory."""
-    if UV is None:
-        pytest.skip("no uv (make install bootstraps it into .uv/)")
     root = tmp_path_factory.mktemp("wheel")
-    uv("build", "--wheel", "--offline", "--out-dir", str(root / "dist"), "--quiet")
-    (wheel,) = (root / "dist").glob("roar-*.whl")
+    wheel = built_wheel(root / "dist")
     lock = root / "pylock.toml"
     uv(
         "export",
@@ -62,6 +81,7 @@ def run_installed(bin_dir: Path, *args: str, cwd: Path) -> subprocess.CompletedP
                           text=True, timeout=900)  # fmt: skip
 
 
+@pytest.mark.slow
 def test_the_installed_package_is_the_wheel_with_its_configs(installed, tmp_path):
     code = "import roar; print(roar.__file__, roar.CONFIG_DIR)"
     done = run_installed(installed, "python", "-c", code, cwd=tmp_path)
@@ -73,6 +93,7 @@ def test_the_installed_package_is_the_wheel_with_its_configs(installed, tmp_path
     ).is_file()
 
 
+@pytest.mark.slow
 def test_roar_and_roar_report_run_from_an_unrelated_directory(installed, tmp_path):
     elsewhere = tmp_path / "elsewhere"
     elsewhere.mkdir()
@@ -84,6 +105,7 @@ def test_roar_and_roar_report_run_from_an_unrelated_directory(installed, tmp_pat
     assert "report of 1 runs" in report.stdout and (elsewhere / "report" / "summary.md").is_file()
 
 
+@pytest.mark.slow
 def test_roar_run_as_a_library_from_an_unrelated_directory(installed, tmp_path):
     code = (
         "import roar; r = roar.run(" + repr([*GRID, "logger=none", "hydra.run.dir=run"]) + "); "

@@ -184,6 +184,7 @@ def _rows(path: Path) -> list[dict]:
         return list(csv.DictReader(f))
 
 
+@pytest.mark.slow
 def test_the_example_package_runs_end_to_end(example):
     root = example
     # The ROAR grid through the command: the example's method, model and dataset, by name.

@@ -146,6 +146,7 @@ def test_each_cell_goes_to_its_seed_run_as_it_finishes_for_wandbs_band_over_seed
     assert (run_dir / "roar_curve.png").stat().st_size > 10_000  # the PNG stays
 
 
+@pytest.mark.slow
 def test_a_sweeps_jobs_and_its_report_share_a_readable_group_and_the_report_holds_the_bands(sweep):
     group = f"{NAME} · sweep (sweep)"
     job_curves = {}

@@ -29,6 +29,7 @@ def shared_cache(tmp_path_factory):
     return f"paths.cache_dir={tmp_path_factory.mktemp('cache')}"
 
 
+@pytest.mark.slow
 def test_gallery_shows_every_method_and_reuses_the_base_model(tmp_path, shared_cache, run_roar):
     overrides = (
         *FAST,
