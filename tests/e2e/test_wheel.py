@@ -26,18 +26,21 @@ def uv(*args: str, cwd: Path = REPO) -> str:
     return done.stdout
 
 
-def built_wheel(out_dir: Path) -> Path:
+@pytest.fixture(scope="module")
+def wheel(tmp_path_factory) -> Path:
+    """roar's wheel built from this checkout (once for the module: the fast test and the installed ones)."""
     if UV is None:
         pytest.skip("no uv (make install bootstraps it into .uv/)")
+    out_dir = tmp_path_factory.mktemp("dist")
     uv("build", "--wheel", "--offline", "--out-dir", str(out_dir), "--quiet")
-    (wheel,) = out_dir.glob("roar-*.whl")
-    return wheel
+    (built,) = out_dir.glob("roar-*.whl")
+    return built
 
 
-def test_the_wheel_holds_every_config_file_and_the_hydra_plugin(tmp_path):
+def test_the_wheel_holds_every_config_file_and_the_hydra_plugin(wheel):
     # The fast half of this module (seconds): what the installed tests below (marked slow, about a minute
     # with their fresh environment) run from.
-    names = set(zipfile.ZipFile(built_wheel(tmp_path)).namelist())
+    names = set(zipfile.ZipFile(wheel).namelist())
     configs = {
         f"roar/conf/{p.relative_to(REPO / 'roar' / 'conf')}" for p in (REPO / "roar" / "conf").rglob("*.yaml")
     }
@@ -48,11 +51,10 @@ def test_the_wheel_holds_every_config_file_and_the_hydra_plugin(tmp_path):
 
 # Building the wheel and a fresh environment for it takes about a minute: CI runs these with the slow tests.
 @pytest.fixture(scope="module")
-def installed(tmp_path_factory) -> Path:
+def installed(tmp_path_factory, wheel) -> Path:
     """A fresh virtual environment holding the locked dependencies (from uv's cache, hard-linked: no
     download) and roar's wheel, not the checkout: its bin/ directory."""
     root = tmp_path_factory.mktemp("wheel")
-    wheel = built_wheel(root / "dist")
     lock = root / "pylock.toml"
     uv(
         "export",
