@@ -200,3 +200,16 @@ def test_one_seed_without_per_image_values_has_no_interval_and_says_so(tmp_path)
     no_interval = "n/a (1 seed) | n/a (no per-image values) | n/a (1 seed)"
     assert f"| fullgrad | -0.2000 | {no_interval} | gradcam |" in summary
     assert "nan" not in summary.lower().replace("n/a", "")
+
+
+def test_thirteen_methods_get_thirteen_distinct_lines_and_the_legend_goes_beside_the_axes():
+    # method=hooker has 12 methods besides random: the default cycle's ten colours would repeat.
+    rows = _rows({f"m{i:02d}": [[0.9, 0.5, 0.3]] for i in range(12)} | {"random": [[0.9, 0.7, 0.4]]})
+    ax = curve_figure(rows, "t").axes[0]
+    lines = [line for line in ax.lines if not line.get_label().startswith("random")]
+    styles = {(to_rgba(line.get_color()), line.get_linestyle(), line.get_marker()) for line in lines}
+    assert len(lines) == 12 and len(styles) == 12
+    legend = ax.get_legend()
+    assert legend.get_bbox_to_anchor().x0 >= ax.get_window_extent().x1  # right of the axes
+    few = curve_figure(_rows({"fullgrad": [[0.9, 0.4, 0.2]], "random": [[0.9, 0.7, 0.4]]}), "t").axes[0]
+    assert few.get_legend().get_bbox_to_anchor().x0 < few.get_window_extent().x1
