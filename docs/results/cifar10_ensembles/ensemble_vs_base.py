@@ -22,7 +22,7 @@ def pairs():
         yield from ((sg, base), (sg_sq, base), (var, base), (sg_sq, sg), (var, sg))
 
 
-print("Lower AUC is better (more of what the task needs removed). A difference whose interval contains 0 is a tie.\n")
+print("Lower AUC is better (more of what the task needs removed); an interval that contains 0 is a tie.\n")
 print("| fill | method | compared with | AUC difference | 95 % over test images | verdict |")
 print("| --- | --- | --- | ---: | --- | --- |")
 for run in map(Path, sys.argv[1:]):
@@ -35,5 +35,5 @@ for run in map(Path, sys.argv[1:]):
     for method, other in pairs():
         low, high = image_interval(replicates[method], replicates[other])
         verdict = "tie" if low <= 0 <= high else ("worse" if low > 0 else "better")
-        print(f"| {run.name} | {method} | {other} | {auc[method] - auc[other]:+.4f} | [{low:+.4f}, {high:+.4f}] "
-              f"| {verdict} |")
+        difference = auc[method] - auc[other]
+        print(f"| {run.name} | {method} | {other} | {difference:+.4f} | [{low:+.4f}, {high:+.4f}] | {verdict} |")
