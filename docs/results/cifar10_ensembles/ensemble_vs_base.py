@@ -35,5 +35,5 @@ for run in map(Path, sys.argv[1:]):
     for method, other in pairs():
         low, high = image_interval(replicates[method], replicates[other])
         verdict = "tie" if low <= 0 <= high else ("worse" if low > 0 else "better")
-        interval = f"[{low:+.4f}, {high:+.4f}]"
-        print(f"| {run.name} | {method} | {other} | {auc[method] - auc[other]:+.4f} | {interval} | {verdict} |")
+        difference, interval = f"{auc[method] - auc[other]:+.4f}", f"[{low:+.4f}, {high:+.4f}]"
+        print(f"| {run.name} | {method} | {other} | {difference} | {interval} | {verdict} |")
