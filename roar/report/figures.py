@@ -51,7 +51,7 @@ def curve_figure(
     fig, ax = plt.subplots(figsize=(8.4 if outside else 6, 4.2), dpi=120)
     counts = seed_counts(rows)
     mixed = len(set(counts.values())) > 1
-    drawn = 0
+    styles = {method: line_style(i) for i, method in enumerate(sorted(set(methods) - {baseline}))}
     for method, points in sorted(methods.items()):
         label = f"{method} (n={counts[method]})" if mixed else method
         fractions = [100 * f for f in points]
@@ -62,8 +62,7 @@ def curve_figure(
             ax.fill_between(fractions, low, high, color="0.6", alpha=0.45, lw=0, zorder=1)
             ax.plot(fractions, means, color="0.45", lw=5, alpha=0.5, zorder=1, label=f"{label} (baseline)")
             continue
-        (line,) = ax.plot(fractions, means, label=label, zorder=3, **line_style(drawn))
-        drawn += 1
+        (line,) = ax.plot(fractions, means, label=label, zorder=3, **styles[method])
         if any(n > 1 for _, _, n in points.values()):
             ax.fill_between(fractions, low, high, color=line.get_color(), alpha=0.2, zorder=2)
     if chance is not None:

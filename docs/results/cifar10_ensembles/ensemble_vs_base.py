@@ -6,8 +6,8 @@ neighbours in the ranking. Usage: python ensemble_vs_base.py RUN_DIR... > ensemb
 import sys
 from pathlib import Path
 
-from roar.report.results import read_per_image
-from roar.report.summary import image_interval, image_replicates, scores
+from roar.report.results import read_csv, read_per_image
+from roar.report.summary import image_interval, image_replicates, scores, verdict
 
 FAMILIES = {
     "input_gradient": ("smoothgrad", "smoothgrad_sq", "vargrad"),
@@ -26,14 +26,19 @@ print("Lower AUC is better (more of what the task needs removed); an interval th
 print("| fill | method | compared with | AUC difference | 95 % over test images | verdict |")
 print("| --- | --- | --- | ---: | --- | --- |")
 for run in map(Path, sys.argv[1:]):
-    stored = read_per_image(run / "per_image.pt")
-    rows = [{"method": r["method"], "fraction": r["fraction"], "seed": r["seed"],
-             "test_acc": float(r["values"].double().mean()), "per_image": r["values"]}
-            for r in stored["rows"]]  # fmt: skip
+    # The run's results table, each row with its per-image values, as summary.md's intervals take them.
+    values = {
+        (r["method"], r["fraction"], r["seed"]): r["values"]
+        for r in read_per_image(run / "per_image.pt")["rows"]
+    }
+    rows = [
+        {**r, "per_image": values[r["method"], r["fraction"], r["seed"]]}
+        for r in read_csv(run / "results.csv")
+    ]
     auc = {method: mean for method, (mean, _, _) in scores(rows).items()}
     replicates = image_replicates(rows)
     for method, other in pairs():
+        difference = auc[method] - auc[other]
         low, high = image_interval(replicates[method], replicates[other])
-        verdict = "tie" if low <= 0 <= high else ("worse" if low > 0 else "better")
-        difference, interval = f"{auc[method] - auc[other]:+.4f}", f"[{low:+.4f}, {high:+.4f}]"
-        print(f"| {run.name} | {method} | {other} | {difference} | {interval} | {verdict} |")
+        word = verdict(difference, [(low, high)], lower_is_better=True, words=("better", "worse"))
+        print(f"| {run.name} | {method} | {other} | {difference:+.4f} | [{low:+.4f}, {high:+.4f}] | {word} |")
