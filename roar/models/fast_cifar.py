@@ -11,6 +11,10 @@ from torch import nn
 
 from roar.errors import ConfigError
 
+# A patch direction whose variance is below this share of the largest carries no signal: rounding noise
+# (float64 covariance of float32 images; CIFAR-10's smallest share is 1.2e-5).
+NULL_DIRECTION = 1e-9
+
 
 class ScaledLinear(nn.Linear):
     """A linear layer whose output is multiplied by a fixed `scale`: airbench's head (a linear layer, then
@@ -111,5 +115,16 @@ class FastCifarNet(nn.Sequential):
         patches = F.unfold(images.double(), kernel).transpose(1, 2).reshape(-1, images.shape[1] * kernel**2)
         eigenvalues, eigenvectors = torch.linalg.eigh(torch.cov(patches.T))
         filters = eigenvectors.T / torch.sqrt(eigenvalues + self.whitening_eps).unsqueeze(1)
+        # Images whose patches span fewer directions than the stem has (task=leakage's masks, the same in
+        # every channel; grey images stored as RGB) leave directions of no variance. Their filters would
+        # pass rounding noise that the Dirac-initialised channel behind them copies into a batch-norm with
+        # eps 1e-12: normalised to unit variance, it takes gradients up to 1e6 times too large and the fit
+        # ends at NaN or predicting one class. Such a direction gets no filter, and the channels that would
+        # copy it a random start instead; full-rank images (every CIFAR-10 fit) are unaffected.
+        null = eigenvalues <= NULL_DIRECTION * eigenvalues.max()
+        filters[null] = 0
         filters = filters.reshape(-1, images.shape[1], kernel, kernel).to(self.whiten.weight)
         self.whiten.weight.copy_(torch.cat([filters, -filters]))
+        copies = self[2].weight[: 2 * len(null)]  # the channels nn.init.dirac_ made copies of the stem's
+        for channel in torch.cat([null, null]).nonzero().flatten().tolist()[: len(copies)]:
+            nn.init.kaiming_uniform_(copies[channel : channel + 1], a=5**0.5)  # nn.Conv2d's own init

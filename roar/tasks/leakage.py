@@ -49,7 +49,9 @@ def grid(cfg: DictConfig, current: Run) -> tuple[list[dict], float]:
         codes = code_stage(cfg, cache, method, base, datamodule)
         for fraction in fractions:
             for seed in cfg.seeds:
-                spec = {**mask_spec(cfg, method, fraction), "input": "removal mask"}
+                # Revision 2: since fast_cifar's stem takes the masks' identical channels (see
+                # roar.models.fast_cifar); a cache's earlier fits on masks, many collapsed, are not reused.
+                spec = {**mask_spec(cfg, method, fraction), "input": "removal mask", "revision": 2}
                 # Built only if the stage is computed: a cache hit needs no mask statistics.
                 masks = partial(masks_only, codes, fraction)
                 trained = train_stage(cfg, cache, masks, seed, spec, progress, logger=current.logger)

@@ -37,6 +37,50 @@ def test_the_stem_whitens_the_patches_it_was_initialised_on():
     assert not net.whiten.weight.requires_grad and net.whiten.bias.requires_grad
 
 
+def rank_deficient_images(generator: torch.Generator) -> torch.Tensor:
+    """Blobs of +-1, the same in every channel: task=leakage's removal masks as a network sees them."""
+    blobs = torch.randn(64, 1, 4, 4, generator=generator)
+    masks = nn.functional.interpolate(blobs, size=16, mode="bilinear").sign()
+    return masks.expand(-1, 3, -1, -1)
+
+
+def test_directions_the_images_do_not_span_get_no_filter_and_no_copy():
+    generator = torch.Generator().manual_seed(0)
+    images = rank_deficient_images(generator)
+    net = FastCifarNet(3, 10, widths=(32, 8, 8))
+    dirac = net[2].weight.detach().clone()
+    net.init_from_data(images)
+    half = net.whiten.out_channels // 2
+    # A 2x2 patch of identical channels spans 4 of the 12 directions.
+    spanned = net.whiten.weight[:half].flatten(1).norm(dim=1) > 0
+    assert spanned.sum() == 4
+    responses = nn.functional.conv2d(images, net.whiten.weight[:half][spanned])
+    covariance = torch.cov(responses.permute(1, 0, 2, 3).reshape(4, -1))
+    assert torch.allclose(covariance, torch.eye(4), atol=0.05)  # whitened up to whitening_eps
+    copies = net[2].weight.detach()[: 2 * half]
+    kept = torch.cat([spanned, spanned])
+    assert torch.equal(copies[kept], dirac[: 2 * half][kept])
+    assert not torch.isclose(copies[~kept], dirac[: 2 * half][~kept]).all(dim=(1, 2, 3)).any()
+
+
+def test_rank_deficient_images_give_gradients_of_the_usual_size():
+    """The stem's copies of directions of no variance used to reach a batch-norm (eps 1e-12) as rounding
+    noise, normalised to unit variance: gradients 1e9 times too large, and task=leakage's fits on removal
+    masks ended at NaN weights or predicting one class."""
+    generator = torch.Generator().manual_seed(0)
+    images = rank_deficient_images(generator)
+    labels = torch.randint(0, 10, (64,), generator=generator)
+    norms = {}
+    full_rank = torch.randn(64, 3, 16, 16, generator=generator)
+    for name, inputs in {"masks": images, "full rank": full_rank}.items():
+        torch.manual_seed(0)
+        net = FastCifarNet(3, 10, widths=(32, 8, 8))
+        net.init_from_data(inputs)
+        nn.functional.cross_entropy(net(inputs), labels).backward()
+        norms[name] = max(p.grad.abs().max().item() for p in net.parameters() if p.grad is not None)
+    assert norms["masks"] < 100 * norms["full rank"], norms
+
+
 def test_fullgrad_is_complete_on_a_trained_like_network_in_float64():
     net = FastCifarNet(3, 10, widths=(8, 16, 16))
     net.init_from_data(torch.randn(32, 3, 32, 32))
